@@ -1,0 +1,100 @@
+"""Turn a model plus the units to keep into a smaller HJPruned model with sliced weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .structure import (
+    GROUPS,
+    family_of,
+    head_of,
+    match_sites,
+    strip_base_prefix,
+    to_pruned_config,
+    unit_counts,
+)
+
+Keep = Mapping[str, Sequence[Sequence[int]]]
+
+
+def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
+    """Return the HJPruned model that keeps only the given units of `model`.
+
+    Args:
+        model: a stock or HJPruned wav2vec2 / HuBERT / WavLM model (base, CTC or sequence
+            classification). It is not modified.
+        keep: per group, one list of kept unit indices per layer:
+            `{"conv": [...per conv layer...], "heads": [...per Transformer layer...],
+            "ffn": [...per Transformer layer...]}`. Indices refer to `model`'s current units;
+            a missing group keeps all its units. Every conv layer must keep at least one channel;
+            a Transformer layer may keep no heads or no FFN units.
+
+    The returned model computes what `model` computes with the other units removed, as defined in
+    `hf_hjprune.models.modeling_hjpruned_common`: a removed unit's output is zero where it enters the
+    next operation, and channel LayerNorms keep normalising over the original width.
+    """
+    family = family_of(model)
+    head = head_of(model)
+    counts = unit_counts(model.config)
+    keep = _normalise_keep(keep, counts)
+
+    config = to_pruned_config(model.config)
+    config.conv_dim = [len(kept) for kept in keep["conv"]]
+    config.attention_heads_per_layer = [len(kept) for kept in keep["heads"]]
+    config.intermediate_size_per_layer = [len(kept) for kept in keep["ffn"]]
+    if family.name == "wavlm":
+        config.kept_head_indices = [
+            [original[h] for h in kept] for original, kept in zip(config.kept_head_indices, keep["heads"])
+        ]
+    config.validate()
+
+    head_dim = config.hidden_size // config.num_attention_heads
+    state = {}
+    for name, tensor in model.state_dict().items():
+        relative = strip_base_prefix(name, model)
+        if relative is not None:
+            for found in match_sites(relative, len(counts["conv"])):
+                index = torch.as_tensor(keep[found.site.group][found.layer], dtype=torch.long)
+                if found.site.per_head:
+                    index = (index[:, None] * head_dim + torch.arange(head_dim)).flatten()
+                tensor = tensor.index_select(found.site.dim, index.to(tensor.device))
+        state[name] = tensor
+
+    parameter = next(model.parameters())
+    pruned = family.pruned_models[head](config).to(device=parameter.device, dtype=parameter.dtype)
+    pruned.load_state_dict(state, strict=True)
+    pruned.train(model.training)
+    return pruned
+
+
+def _normalise_keep(keep: Keep, counts: dict[str, list[int]]) -> dict[str, list[list[int]]]:
+    unknown = set(keep) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown unit group(s) {sorted(unknown)} in keep; expected some of {list(GROUPS)}")
+    result = {}
+    for group in GROUPS:
+        sizes = counts[group]
+        if group not in keep:
+            result[group] = [list(range(n)) for n in sizes]
+            continue
+        layers = keep[group]
+        if len(layers) != len(sizes):
+            raise ValueError(
+                f"keep[{group!r}] has {len(layers)} lists, expected one per layer ({len(sizes)})"
+            )
+        result[group] = []
+        for i, (kept, size) in enumerate(zip(layers, sizes)):
+            kept = sorted(int(k) for k in kept)
+            if len(set(kept)) != len(kept):
+                raise ValueError(f"keep[{group!r}][{i}] has duplicate indices")
+            if kept and not (0 <= kept[0] and kept[-1] < size):
+                raise ValueError(f"keep[{group!r}][{i}] has indices outside [0, {size})")
+            if group == "conv" and not kept:
+                raise ValueError(
+                    f"keep['conv'][{i}] is empty: every conv layer must keep at least one channel"
+                )
+            result[group].append(kept)
+    return result

@@ -1,0 +1,197 @@
+"""Building blocks shared by the pruned wav2vec2, HuBERT and WavLM models.
+
+Each pruned module subclasses its stock transformers counterpart and only changes how it is built
+(per-layer sizes from an `HJPruned*Config`), so checkpoint keys, forward code and output recording
+stay those of transformers. Family files combine these mixins with their stock classes.
+
+What removing a unit means (the contract `hf_hjprune.prune_model` and the gates follow):
+- conv channel: its conv output is zero, a channel LayerNorm (the conv LayerNorms of
+  `feat_extract_norm="layer"` and the feature projection's) still normalises over the original
+  width with the removed channel counted as a zero and outputs zero for it, and its output is zero
+  where it enters the next conv / the feature projection;
+- attention head: its context vector is zero where it enters `out_proj`;
+- FFN unit: its activation is zero where it enters `output_dense`.
+A layer with no heads (no FFN units) therefore still adds `out_proj.bias` (`output_dense.bias`).
+
+This file is shipped as remote code next to pruned checkpoints: it may import only torch,
+transformers and huggingface_hub.
+"""
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    Wav2Vec2FeatureEncoder,
+    Wav2Vec2FeedForward,
+)
+
+
+class HJPrunedLayerNorm(nn.LayerNorm):
+    """LayerNorm over the kept channels with the statistics of the original width.
+
+    The removed channels are zeros in the original model and still count in the mean and the
+    variance, so they are added back analytically instead of being materialised.
+    """
+
+    def __init__(self, num_channels: int, original_num_channels: int, eps: float = 1e-5):
+        super().__init__(num_channels, eps=eps)
+        self.original_num_channels = original_num_channels
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        num_removed = self.original_num_channels - hidden_states.shape[-1]
+        if num_removed == 0:
+            return super().forward(hidden_states)
+        dtype = hidden_states.dtype
+        hidden_states = hidden_states.float()
+        mean = hidden_states.sum(-1, keepdim=True) / self.original_num_channels
+        centered = hidden_states - mean
+        variance = (centered.pow(2).sum(-1, keepdim=True) + num_removed * mean.pow(2)) / (
+            self.original_num_channels
+        )
+        normed = centered * torch.rsqrt(variance + self.eps)
+        return (normed * self.weight.float() + self.bias.float()).to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, original_num_channels={self.original_num_channels}"
+
+
+class HJPrunedFeatureEncoder(Wav2Vec2FeatureEncoder):
+    """The stock conv stack built at the pruned widths (`conv_dim` is already per layer)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.feat_extract_norm == "layer":
+            for i, conv_layer in enumerate(self.conv_layers):
+                conv_layer.layer_norm = HJPrunedLayerNorm(
+                    config.conv_dim[i], config.original_conv_dim[i], eps=conv_layer.layer_norm.eps
+                )
+
+
+def original_width_layer_norm(config) -> HJPrunedLayerNorm:
+    """The feature projection's LayerNorm over the kept channels of the last conv layer."""
+    return HJPrunedLayerNorm(config.conv_dim[-1], config.original_conv_dim[-1], eps=config.layer_norm_eps)
+
+
+class HJPrunedAttentionMixin:
+    """Multi-head attention with `num_heads` kept heads of the original `head_dim`.
+
+    Forward is the stock one, which reshapes with `-1` heads and so works at any head count.
+    """
+
+    def __init__(self, config, layer_idx: int):
+        nn.Module.__init__(self)
+        self.config = config
+        self.layer_idx = layer_idx
+        self.embed_dim = config.hidden_size
+        self.num_heads = config.attention_heads_per_layer[layer_idx]
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout = config.attention_dropout
+        self.scaling = self.head_dim**-0.5
+        self.is_decoder = False
+        self.is_causal = False
+        inner_dim = self.num_heads * self.head_dim
+        self.k_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.v_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.q_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.out_proj = nn.Linear(inner_dim, self.embed_dim)
+
+
+class HJPrunedFeedForward(Wav2Vec2FeedForward):
+    """The stock FFN with this layer's number of intermediate units."""
+
+    def __init__(self, config, layer_idx: int):
+        nn.Module.__init__(self)
+        size = config.intermediate_size_per_layer[layer_idx]
+        self.intermediate_dropout = nn.Dropout(config.activation_dropout)
+        self.intermediate_dense = nn.Linear(config.hidden_size, size)
+        act = config.hidden_act
+        self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
+        self.output_dense = nn.Linear(size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+
+class HJPrunedEncoderLayerMixin:
+    """An encoder layer (post- or pre-LayerNorm) with its own attention and FFN sizes."""
+
+    attention_class: type
+
+    def __init__(self, config, layer_idx: int):
+        GradientCheckpointingLayer.__init__(self)
+        self.attention = self.attention_class(config, layer_idx)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = HJPrunedFeedForward(config, layer_idx)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.adapter_layer = None  # adapters are rejected by the config
+
+
+class HJPrunedEncoderMixin:
+    """The stock encoder, with layer `i` built at its own sizes (never the dense layer first)."""
+
+    layer_class: type
+    pos_conv_class: type
+
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.config = config
+        self.pos_conv_embed = self.pos_conv_class(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList([self.layer_class(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+
+class HJPrunedModelMixin:
+    """The stock base model with a pruned feature encoder, feature projection and encoder."""
+
+    feature_projection_class: type
+    encoder_class: type
+    stable_layer_norm_encoder_class: type
+
+    def __init__(self, config):
+        PreTrainedModel.__init__(self, config)
+        self.config = config
+        self.feature_extractor = HJPrunedFeatureEncoder(config)
+        self.feature_projection = self.feature_projection_class(config)
+        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
+            self.masked_spec_embed = nn.Parameter(torch.Tensor(config.hidden_size).uniform_())
+        encoder_class = (
+            self.stable_layer_norm_encoder_class if config.do_stable_layer_norm else self.encoder_class
+        )
+        self.encoder = encoder_class(config)
+        self.adapter = None
+        self.post_init()
+
+
+class HJPrunedForCTCMixin:
+    """The stock CTC head on top of the pruned base model."""
+
+    pruned_base_model_class: type
+
+    def __init__(self, config, target_lang: str | None = None):
+        PreTrainedModel.__init__(self, config)
+        if config.vocab_size is None:
+            raise ValueError("config.vocab_size is None: a CTC model needs the size of its vocabulary")
+        setattr(self, self.base_model_prefix, self.pruned_base_model_class(config))
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.target_lang = target_lang
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+
+class HJPrunedForSequenceClassificationMixin:
+    """The stock utterance classification head (mean pooling) on top of the pruned base model."""
+
+    pruned_base_model_class: type
+
+    def __init__(self, config):
+        PreTrainedModel.__init__(self, config)
+        setattr(self, self.base_model_prefix, self.pruned_base_model_class(config))
+        if config.use_weighted_layer_sum:
+            num_layers = config.num_hidden_layers + 1  # transformer layers + input embeddings
+            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
+        self.projector = nn.Linear(config.hidden_size, config.classifier_proj_size)
+        self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
+        self.post_init()

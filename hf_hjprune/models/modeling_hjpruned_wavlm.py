@@ -1,0 +1,144 @@
+"""Pruned WavLM: per-layer conv channels, attention heads and FFN units.
+
+WavLM's relative position bias is an embedding over the *original* heads, built once in layer 0 and
+shared by all layers, and its gate reads the layer input split into original-head chunks. A pruned
+layer therefore keeps the indices of its heads (`config.kept_head_indices`), computes the bias and
+the gate input at the original head count and selects its heads. Everything else is shared with the
+other families.
+
+Shipped as remote code next to pruned checkpoints: imports only torch, transformers and siblings.
+"""
+
+import torch
+from torch import nn
+from transformers.models.wavlm.modeling_wavlm import (
+    WavLMAttention,
+    WavLMEncoder,
+    WavLMEncoderLayer,
+    WavLMEncoderLayerStableLayerNorm,
+    WavLMEncoderStableLayerNorm,
+    WavLMFeatureProjection,
+    WavLMForCTC,
+    WavLMForSequenceClassification,
+    WavLMModel,
+    WavLMPositionalConvEmbedding,
+)
+
+from .configuration_hjpruned import HJPrunedWavLMConfig
+from .modeling_hjpruned_common import (
+    HJPrunedEncoderLayerMixin,
+    HJPrunedEncoderMixin,
+    HJPrunedForCTCMixin,
+    HJPrunedForSequenceClassificationMixin,
+    HJPrunedModelMixin,
+    original_width_layer_norm,
+)
+
+
+class HJPrunedWavLMAttention(WavLMAttention):
+    """WavLM attention over the kept heads `config.kept_head_indices[layer_idx]`."""
+
+    def __init__(self, config, layer_idx: int):
+        nn.Module.__init__(self)
+        self.embed_dim = config.hidden_size
+        self.original_num_heads = config.num_attention_heads
+        self.num_heads = config.attention_heads_per_layer[layer_idx]
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout = config.attention_dropout
+        self.scaling = self.head_dim**-0.5
+        inner_dim = self.num_heads * self.head_dim
+        self.k_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.v_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.q_proj = nn.Linear(self.embed_dim, inner_dim)
+        self.out_proj = nn.Linear(inner_dim, self.embed_dim)
+        self.num_buckets = config.num_buckets
+        self.max_distance = config.max_bucket_distance
+        # A plain list, not a buffer: non-persistent buffers are not restored by `from_pretrained`.
+        self.kept_head_indices = list(config.kept_head_indices[layer_idx])
+        self.gru_rel_pos_const = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
+        self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
+        if layer_idx == 0:
+            self.rel_attn_embed = nn.Embedding(self.num_buckets, self.original_num_heads)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        index: int = 0,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bsz, tgt_len, _ = hidden_states.size()
+        kept_heads = torch.tensor(self.kept_head_indices, dtype=torch.long, device=hidden_states.device)
+        if position_bias is None:
+            # (bsz * original heads, T, T), passed on unchanged to the next layers as in the stock model
+            position_bias = self.compute_bias(tgt_len, tgt_len).unsqueeze(0).repeat(bsz, 1, 1, 1)
+            position_bias = position_bias.view(bsz * self.original_num_heads, tgt_len, tgt_len)
+
+        # Gate of the relative position bias, from the layer input split into original-head chunks.
+        chunks = hidden_states.view(bsz, tgt_len, self.original_num_heads, self.head_dim).permute(0, 2, 1, 3)
+        chunks = chunks[:, kept_heads]
+        relative_position_proj = self.gru_rel_pos_linear(chunks).view(chunks.shape[:-1] + (2, 4)).sum(-1)
+        gate_a, gate_b = torch.sigmoid(relative_position_proj).chunk(2, dim=-1)
+        gate_output = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+        kept_bias = position_bias.view(bsz, self.original_num_heads, tgt_len, tgt_len)[:, kept_heads]
+        scores_bias = gate_output * kept_bias
+
+        head_shape = (bsz, tgt_len, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(head_shape).transpose(1, 2) * self.scaling
+        key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
+        scores = torch.matmul(query, key.transpose(-2, -1)) + scores_bias
+        if attention_mask is not None:
+            padding = attention_mask.ne(1)[:, None, None, :]
+            scores = scores.masked_fill(padding, float("-inf"))
+        attn_weights = nn.functional.softmax(scores, dim=-1)
+        attn_probs = nn.functional.dropout(attn_weights, p=self.dropout, training=self.training)
+        attn_output = torch.matmul(attn_probs, value).transpose(1, 2).reshape(bsz, tgt_len, -1)
+        return self.out_proj(attn_output), attn_weights, position_bias
+
+
+class HJPrunedWavLMFeatureProjection(WavLMFeatureProjection):
+    def __init__(self, config):
+        super().__init__(config)
+        self.layer_norm = original_width_layer_norm(config)
+
+
+class HJPrunedWavLMEncoderLayer(HJPrunedEncoderLayerMixin, WavLMEncoderLayer):
+    attention_class = HJPrunedWavLMAttention
+
+
+class HJPrunedWavLMEncoderLayerStableLayerNorm(HJPrunedEncoderLayerMixin, WavLMEncoderLayerStableLayerNorm):
+    attention_class = HJPrunedWavLMAttention
+
+
+class HJPrunedWavLMEncoder(HJPrunedEncoderMixin, WavLMEncoder):
+    layer_class = HJPrunedWavLMEncoderLayer
+    pos_conv_class = WavLMPositionalConvEmbedding
+
+
+class HJPrunedWavLMEncoderStableLayerNorm(HJPrunedEncoderMixin, WavLMEncoderStableLayerNorm):
+    layer_class = HJPrunedWavLMEncoderLayerStableLayerNorm
+    pos_conv_class = WavLMPositionalConvEmbedding
+
+
+class HJPrunedWavLMModel(HJPrunedModelMixin, WavLMModel):
+    config_class = HJPrunedWavLMConfig
+    feature_projection_class = HJPrunedWavLMFeatureProjection
+    encoder_class = HJPrunedWavLMEncoder
+    stable_layer_norm_encoder_class = HJPrunedWavLMEncoderStableLayerNorm
+
+
+class HJPrunedWavLMForCTC(HJPrunedForCTCMixin, WavLMForCTC):
+    config_class = HJPrunedWavLMConfig
+    pruned_base_model_class = HJPrunedWavLMModel
+
+
+class HJPrunedWavLMForSequenceClassification(
+    HJPrunedForSequenceClassificationMixin, WavLMForSequenceClassification
+):
+    config_class = HJPrunedWavLMConfig
+    pruned_base_model_class = HJPrunedWavLMModel
+
+
+__all__ = ["HJPrunedWavLMModel", "HJPrunedWavLMForCTC", "HJPrunedWavLMForSequenceClassification"]

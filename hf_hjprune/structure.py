@@ -1,0 +1,226 @@
+"""Which model families are supported, and which tensors each prunable unit owns.
+
+The prunable units of every family are the output channels of each conv layer (`"conv"`), the
+attention heads of each Transformer layer (`"heads"`) and the FFN units of each Transformer layer
+(`"ffn"`). `UNIT_SITES` lists, for each group, the tensors indexed by a unit of that group and along
+which dimension. `prune_model` slices all of them; the gates scale the ones marked `gated`, which is
+exactly where a removed unit's value becomes zero (see `models/modeling_hjpruned_common.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import (
+    HubertConfig,
+    HubertForCTC,
+    HubertForSequenceClassification,
+    HubertModel,
+    PretrainedConfig,
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForSequenceClassification,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMForCTC,
+    WavLMForSequenceClassification,
+    WavLMModel,
+)
+
+from .models import (
+    HJPrunedHubertConfig,
+    HJPrunedHubertForCTC,
+    HJPrunedHubertForSequenceClassification,
+    HJPrunedHubertModel,
+    HJPrunedWav2Vec2Config,
+    HJPrunedWav2Vec2ForCTC,
+    HJPrunedWav2Vec2ForSequenceClassification,
+    HJPrunedWav2Vec2Model,
+    HJPrunedWavLMConfig,
+    HJPrunedWavLMForCTC,
+    HJPrunedWavLMForSequenceClassification,
+    HJPrunedWavLMModel,
+)
+
+GROUPS = ("conv", "heads", "ffn")
+HEADS = ("base", "ctc", "classification")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A supported model family: its stock and pruned classes per head."""
+
+    name: str
+    base_model_prefix: str
+    stock_config: type[PretrainedConfig]
+    pruned_config: type[PretrainedConfig]
+    stock_models: dict[str, type[nn.Module]]
+    pruned_models: dict[str, type[nn.Module]]
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family(
+            "wav2vec2",
+            "wav2vec2",
+            Wav2Vec2Config,
+            HJPrunedWav2Vec2Config,
+            {
+                "base": Wav2Vec2Model,
+                "ctc": Wav2Vec2ForCTC,
+                "classification": Wav2Vec2ForSequenceClassification,
+            },
+            {
+                "base": HJPrunedWav2Vec2Model,
+                "ctc": HJPrunedWav2Vec2ForCTC,
+                "classification": HJPrunedWav2Vec2ForSequenceClassification,
+            },
+        ),
+        Family(
+            "hubert",
+            "hubert",
+            HubertConfig,
+            HJPrunedHubertConfig,
+            {"base": HubertModel, "ctc": HubertForCTC, "classification": HubertForSequenceClassification},
+            {
+                "base": HJPrunedHubertModel,
+                "ctc": HJPrunedHubertForCTC,
+                "classification": HJPrunedHubertForSequenceClassification,
+            },
+        ),
+        Family(
+            "wavlm",
+            "wavlm",
+            WavLMConfig,
+            HJPrunedWavLMConfig,
+            {"base": WavLMModel, "ctc": WavLMForCTC, "classification": WavLMForSequenceClassification},
+            {
+                "base": HJPrunedWavLMModel,
+                "ctc": HJPrunedWavLMForCTC,
+                "classification": HJPrunedWavLMForSequenceClassification,
+            },
+        ),
+    )
+}
+
+
+def family_of(model_or_config: nn.Module | PretrainedConfig) -> Family:
+    """The family of a stock or pruned model or config; raises for anything else."""
+    config = getattr(model_or_config, "config", model_or_config)
+    # Exact types first: a Wav2Vec2Config subclass from another family must not pass as wav2vec2.
+    for family in FAMILIES.values():
+        if type(config) in (family.stock_config, family.pruned_config):
+            return family
+    for family in FAMILIES.values():
+        if isinstance(config, family.stock_config):
+            return family
+    raise ValueError(
+        f"unsupported model family {type(config).__name__} (model_type={getattr(config, 'model_type', None)!r}); "
+        f"supported: {', '.join(FAMILIES)}"
+    )
+
+
+def head_of(model: nn.Module) -> str:
+    """`"base"`, `"ctc"` or `"classification"` for a stock or pruned model of a supported family."""
+    family = family_of(model)
+    for head in ("ctc", "classification", "base"):
+        if isinstance(model, family.stock_models[head]):
+            return head
+    raise ValueError(
+        f"unsupported model class {type(model).__name__}: expected a base model, a CTC model or a "
+        f"sequence classification model of the {family.name} family"
+    )
+
+
+def to_pruned_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The pruned config of the same architecture (a copy: the input is not modified)."""
+    family = family_of(config)
+    values = config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        values.pop(key, None)
+    return family.pruned_config(**values)
+
+
+@dataclass(frozen=True)
+class UnitSite:
+    """A tensor indexed by the units of one group.
+
+    `pattern` matches the parameter name relative to the base model; its first group is the layer
+    index, or the site belongs to the last conv layer when it has none. `from_previous_layer`: the
+    tensor is indexed by the units of the layer before (a conv's input channels). `per_head`: one
+    unit spans `head_dim` consecutive rows. `gated`: a gate scales this tensor.
+    """
+
+    group: str
+    pattern: re.Pattern
+    dim: int
+    gated: bool = False
+    from_previous_layer: bool = False
+    per_head: bool = False
+
+
+def _site(group: str, pattern: str, dim: int, **flags) -> UnitSite:
+    return UnitSite(group, re.compile(pattern), dim, **flags)
+
+
+UNIT_SITES: tuple[UnitSite, ...] = (
+    _site("conv", r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", 0, gated=True),
+    _site("conv", r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", 0, gated=True),
+    _site("conv", r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", 1, from_previous_layer=True),
+    _site("conv", r"feature_projection\.layer_norm\.(?:weight|bias)", 0, gated=True),
+    _site("conv", r"feature_projection\.projection\.weight", 1),
+    _site("heads", r"encoder\.layers\.(\d+)\.attention\.v_proj\.(weight|bias)", 0, gated=True, per_head=True),
+    _site("heads", r"encoder\.layers\.(\d+)\.attention\.[qk]_proj\.(weight|bias)", 0, per_head=True),
+    _site("heads", r"encoder\.layers\.(\d+)\.attention\.out_proj\.weight", 1, per_head=True),
+    _site("heads", r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const", 1),
+    _site("ffn", r"encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)", 0),
+    _site("ffn", r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.weight", 1, gated=True),
+)
+
+
+@dataclass(frozen=True)
+class SiteMatch:
+    site: UnitSite
+    layer: int
+
+
+def match_sites(name: str, num_conv_layers: int) -> list[SiteMatch]:
+    """The unit sites of a parameter (name relative to the base model), with their layer index."""
+    matches = []
+    for site in UNIT_SITES:
+        found = site.pattern.fullmatch(name)
+        if found is None:
+            continue
+        layer = int(found.group(1)) if found.re.groups and found.group(1).isdigit() else num_conv_layers - 1
+        if site.from_previous_layer:
+            if layer == 0:
+                continue
+            layer -= 1
+        matches.append(SiteMatch(site, layer))
+    return matches
+
+
+def strip_base_prefix(name: str, model: nn.Module) -> str | None:
+    """A parameter name relative to the base model, or None for the task head's parameters."""
+    prefix = family_of(model).base_model_prefix + "."
+    if head_of(model) == "base":
+        return name
+    return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
+    """Units per layer of each group, for a stock or pruned config."""
+    return {
+        "conv": list(config.conv_dim),
+        "heads": list(
+            getattr(config, "attention_heads_per_layer", None)
+            or [config.num_attention_heads] * config.num_hidden_layers
+        ),
+        "ffn": list(
+            getattr(config, "intermediate_size_per_layer", None)
+            or [config.intermediate_size] * config.num_hidden_layers
+        ),
+    }

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny configs of every supported family, built in code (random weights)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig  # noqa: E402
+
+import hf_hjprune  # noqa: E402, F401  (registers the pruned models)
+from hf_hjprune.structure import unit_counts  # noqa: E402
+
+FAMILY_CONFIGS = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig}
+
+
+def tiny_config(family: str = "wav2vec2", norm: str = "group", stable: bool = False, **overrides):
+    """A wav2vec2-shaped config small enough for a CPU test (random weights, no dropout)."""
+    values = dict(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16, 12, 12),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        conv_bias=norm == "layer",
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=stable,
+        vocab_size=12,
+        num_labels=5,
+        classifier_proj_size=16,
+        hidden_dropout=0.0,
+        activation_dropout=0.0,
+        attention_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    )
+    if family == "wavlm":
+        values.update(num_buckets=16, max_bucket_distance=40)
+    values.update(overrides)
+    return FAMILY_CONFIGS[family](**values)
+
+
+def random_keep(config, generator: torch.Generator, allow_empty: bool = True) -> dict:
+    """Random kept units per layer; with `allow_empty`, the first layer keeps no heads and the last no FFN units."""
+
+    def subset(size: int, low: int) -> list[int]:
+        count = int(torch.randint(low, size + 1, (1,), generator=generator))
+        return sorted(torch.randperm(size, generator=generator)[:count].tolist())
+
+    counts = unit_counts(config)
+    keep = {group: [subset(n, 1) for n in sizes] for group, sizes in counts.items()}
+    if allow_empty:
+        keep["heads"][0], keep["ffn"][-1] = [], []
+    return keep
+
+
+@pytest.fixture
+def audio_batch():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(2, 3200, generator=generator)
+    attention_mask = torch.ones(2, 3200, dtype=torch.long)
+    attention_mask[1, 2400:] = 0
+    values[1, 2400:] = 0.0
+    return values, attention_mask
