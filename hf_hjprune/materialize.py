@@ -36,6 +36,11 @@ def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
     `hf_hjprune.models.modeling_hjpruned_common`: a removed unit's output is zero where it enters the
     next operation, and channel LayerNorms keep normalising over the original width.
     """
+    return build_pruned(model, keep, model.state_dict())
+
+
+def build_pruned(model: nn.Module, keep: Keep, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """`prune_model` with the weights taken from `state_dict` (keys of `model`'s un-gated state dict)."""
     family = family_of(model)
     head = head_of(model)
     counts = unit_counts(model.config)
@@ -53,7 +58,7 @@ def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
 
     head_dim = config.hidden_size // config.num_attention_heads
     state = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state_dict.items():
         relative = strip_base_prefix(name, model)
         if relative is not None:
             for found in match_sites(relative, len(counts["conv"])):

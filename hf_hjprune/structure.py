@@ -141,7 +141,9 @@ def to_pruned_config(config: PretrainedConfig) -> PretrainedConfig:
     values = config.to_dict()
     for key in ("model_type", "architectures", "auto_map", "transformers_version"):
         values.pop(key, None)
-    return family.pruned_config(**values)
+    pruned = family.pruned_config(**values)
+    pruned._attn_implementation = config._attn_implementation  # the user's choice carries over
+    return pruned
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,13 @@ class UnitSite:
 
     group: str
     pattern: re.Pattern
-    dim: int
+    dim: int | None  # None: the whole tensor (a block gate)
     gated: bool = False
     from_previous_layer: bool = False
     per_head: bool = False
 
 
-def _site(group: str, pattern: str, dim: int, **flags) -> UnitSite:
+def _site(group: str, pattern: str, dim: int | None, **flags) -> UnitSite:
     return UnitSite(group, re.compile(pattern), dim, **flags)
 
 
@@ -181,16 +183,28 @@ UNIT_SITES: tuple[UnitSite, ...] = (
 )
 
 
+# Optional gates over whole blocks: they scale the block's output projection, bias included, so a
+# removed block adds nothing (the pruned layer then has no heads / FFN units and a zero bias).
+BLOCK_SITES: tuple[UnitSite, ...] = (
+    _site(
+        "attention_blocks", r"encoder\.layers\.(\d+)\.attention\.out_proj\.(weight|bias)", None, gated=True
+    ),
+    _site(
+        "ffn_blocks", r"encoder\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", None, gated=True
+    ),
+)
+
+
 @dataclass(frozen=True)
 class SiteMatch:
     site: UnitSite
     layer: int
 
 
-def match_sites(name: str, num_conv_layers: int) -> list[SiteMatch]:
-    """The unit sites of a parameter (name relative to the base model), with their layer index."""
+def match_sites(name: str, num_conv_layers: int, sites: tuple[UnitSite, ...] = UNIT_SITES) -> list[SiteMatch]:
+    """The sites of a parameter (name relative to the base model), with their layer index."""
     matches = []
-    for site in UNIT_SITES:
+    for site in sites:
         found = site.pattern.fullmatch(name)
         if found is None:
             continue

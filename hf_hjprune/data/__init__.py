@@ -1,0 +1,33 @@
+"""Data: a synthetic SLURP-like spoken-command corpus (eSpeak NG) and robust audio loading."""
+
+from .audio import AUDIO_ERROR_REASONS, AudioError, load_audio
+from .corpus import FEATURES, INTENTS, SCENARIOS, SPLITS, TEST_ONLY_TEMPLATES, build_corpus, load_corpus
+from .speech_synth import (
+    ACCENTS,
+    SAMPLE_RATE,
+    VARIANTS,
+    SpeechSynthesisError,
+    SynthesisRequest,
+    synthesize,
+    synthesize_batch,
+)
+
+__all__ = [
+    "ACCENTS",
+    "AUDIO_ERROR_REASONS",
+    "AudioError",
+    "FEATURES",
+    "INTENTS",
+    "SAMPLE_RATE",
+    "SCENARIOS",
+    "SPLITS",
+    "SpeechSynthesisError",
+    "SynthesisRequest",
+    "TEST_ONLY_TEMPLATES",
+    "VARIANTS",
+    "build_corpus",
+    "load_audio",
+    "load_corpus",
+    "synthesize",
+    "synthesize_batch",
+]

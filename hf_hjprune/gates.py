@@ -1,0 +1,75 @@
+"""Hard concrete (L0) gates, Louizos et al. 2018, as used by HJ-Pruning.
+
+A `HardConcreteGate` holds one `log_alpha` per unit for every layer of a group (conv channels of
+each conv layer, heads of each Transformer layer, ...). In training it draws a sample
+`z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (r - l) + l, 0, 1)`; in eval it gives
+the deterministic mask: per layer the `round(sum P(z != 0))` units with the largest `log_alpha` keep
+their median value `clamp(sigmoid(log_alpha / beta) * (r - l) + l, 0, 1)`, the others are 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class HardConcreteGate(nn.Module):
+    """Hard concrete gates over a group of layers with `sizes[i]` units in layer `i`."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        init_log_alpha: float = 2.0,
+        init_std: float = 0.01,
+        beta: float = 2.0 / 3.0,
+        stretch: tuple[float, float] = (-0.1, 1.1),
+        min_kept: int = 0,
+    ):
+        super().__init__()
+        self.sizes = [int(s) for s in sizes]
+        self.beta = beta
+        self.low, self.high = stretch
+        self.min_kept = min_kept
+        self.log_alpha = nn.Parameter(torch.empty(sum(self.sizes)).normal_(init_log_alpha, init_std))
+
+    def probability_nonzero(self) -> torch.Tensor:
+        """P(z != 0) per unit (flat over layers); differentiable in `log_alpha`."""
+        return torch.sigmoid(self.log_alpha - self.beta * math.log(-self.low / self.high))
+
+    def expected_counts(self) -> torch.Tensor:
+        """Expected number of kept units per layer (the expected L0 norm of each layer)."""
+        probs = self.probability_nonzero()
+        return torch.stack([p.sum() for p in probs.split(self.sizes)]) if self.sizes else probs.new_zeros(0)
+
+    def _stretch(self, s: torch.Tensor) -> torch.Tensor:
+        return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
+
+    def sample(self) -> torch.Tensor:
+        """A training sample of the mask (flat over layers), reparameterised for gradients."""
+        u = torch.rand_like(self.log_alpha).clamp(1e-6, 1.0 - 1e-6)
+        return self._stretch(torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta))
+
+    def deterministic(self) -> torch.Tensor:
+        """The eval mask (flat over layers): the expected number of units, at their median value."""
+        median = self._stretch(torch.sigmoid(self.log_alpha / self.beta))
+        keep = torch.zeros_like(median, dtype=torch.bool)
+        counts = self.expected_counts().detach()
+        offset = 0
+        for size, count in zip(self.sizes, counts.tolist()):
+            num_kept = min(size, max(self.min_kept, int(round(count))))
+            if num_kept:
+                top = self.log_alpha[offset : offset + size].detach().topk(num_kept).indices
+                keep[offset + top] = True
+            offset += size
+        # A kept unit whose median is 0 would be removed after all: keep it at a tiny value instead.
+        return torch.where(keep, median.clamp_min(1e-6), torch.zeros_like(median))
+
+    def forward(self) -> list[torch.Tensor]:
+        """The current mask split per layer: sampled in training, deterministic in eval."""
+        mask = self.sample() if self.training else self.deterministic()
+        return list(mask.split(self.sizes))
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, beta={self.beta:.3f}, stretch=({self.low}, {self.high})"
