@@ -1,0 +1,228 @@
+"""Hard concrete gates, the Lagrangian budget and `HJPruner` (attach, gradients, export)."""
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from hf_hjprune.constraint import LagrangianBudget, ramped_target
+from hf_hjprune.cost import count_macs, macs_from_units
+from hf_hjprune.gates import HardConcreteGate
+from hf_hjprune.pruner import HJPruner
+from hf_hjprune.structure import FAMILIES, unit_counts
+
+LAYOUTS = [("group", False), ("layer", False), ("layer", True)]
+
+
+def tiny_model(family="wav2vec2", head="ctc", norm="group", stable=False, seed=0):
+    torch.manual_seed(seed)
+    return FAMILIES[family].stock_models[head](tiny_config(family, norm, stable))
+
+
+def randomise_gates(pruner, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for gate in pruner.gates.values():
+            gate.log_alpha.copy_(torch.randn(gate.log_alpha.shape, generator=generator) * 2.0 + 0.5)
+
+
+def test_expected_l0_matches_monte_carlo():
+    gate = HardConcreteGate([50], init_log_alpha=0.0)
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.linspace(-3, 3, 50))
+    torch.manual_seed(0)
+    samples = torch.stack([gate.sample() for _ in range(4000)])
+    assert samples.min() >= 0 and samples.max() <= 1
+    empirical = (samples > 0).float().mean(0)
+    torch.testing.assert_close(empirical, gate.probability_nonzero().detach(), atol=0.03, rtol=0)
+    # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)) in closed form
+    expected = torch.sigmoid(torch.tensor(0.0) - (2 / 3) * math.log(0.1 / 1.1))
+    assert float(
+        HardConcreteGate([1], init_log_alpha=0.0, init_std=0.0).probability_nonzero()
+    ) == pytest.approx(float(expected))
+
+
+def test_deterministic_mask_keeps_the_expected_number_of_units():
+    gate = HardConcreteGate([40, 30, 5], init_log_alpha=0.0, min_kept=1)
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.randn(75) * 3)
+        gate.log_alpha[70:] = -20.0  # the last layer is all but removed: min_kept still keeps one
+    gate.eval()
+    masks = gate()
+    counts = gate.expected_counts().detach()
+    for mask, count, size in zip(masks, counts, gate.sizes):
+        assert int((mask > 0).sum()) == min(size, max(1, round(float(count))))
+        assert float(mask.max()) <= 1.0
+    # The kept units are those with the largest log_alpha.
+    kept = masks[0] > 0
+    assert gate.log_alpha[:40][kept].min() >= gate.log_alpha[:40][~kept].max()
+
+
+def test_gradients_reach_gate_logits_and_lambdas(audio_batch):
+    pruner = HJPruner(tiny_model(), variant="macs", target=0.4, prune_blocks=True).train()
+    with torch.no_grad():
+        pruner.budget.lambdas.fill_(0.5)
+    output = pruner(
+        audio_batch[0], attention_mask=audio_batch[1], labels=torch.tensor([[1, 2, 3], [4, 5, 6]])
+    )
+    (output.loss + pruner.penalty(step=10)).backward()
+    for name, gate in pruner.gates.items():
+        assert gate.log_alpha.grad is not None and gate.log_alpha.grad.abs().sum() > 0, name
+    assert pruner.budget.lambdas.grad.abs().sum() > 0
+    assert next(pruner.model_parameters()).grad is not None
+
+
+def test_lagrangian_ascends_on_lambda():
+    budget = LagrangianBudget(["macs"])
+    optimizer = torch.optim.SGD(budget.parameters(), lr=1.0)
+    reduction, target = torch.tensor([0.1]), torch.tensor([0.4])  # not pruned enough
+    for _ in range(3):
+        optimizer.zero_grad()
+        budget(reduction, target).backward()
+        optimizer.step()
+    # Gradient ascent on λ1 (ŝ - t) < 0 drives λ1 negative, which then rewards a larger ŝ.
+    assert budget.lambdas[0, 0] < 0 and budget.lambdas[0, 1] > 0
+    assert ramped_target(0.4, 50, 100) == pytest.approx(0.2) and ramped_target(0.4, 500, 100) == 0.4
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("norm,stable", LAYOUTS)
+@pytest.mark.parametrize("head", ["base", "ctc", "classification"])
+def test_export_reproduces_gated_eval(family, norm, stable, head, audio_batch):
+    model = tiny_model(family, head, norm, stable)
+    pruner = HJPruner(model, variant="macs", target=0.4, prune_blocks=head == "ctc")
+    randomise_gates(pruner)
+    pruner.eval()
+    with torch.no_grad():
+        gated = pruner(*audio_batch)
+    exported = pruner.export()
+    with torch.no_grad():
+        pruned = exported(*audio_batch)
+    key = "last_hidden_state" if head == "base" else "logits"
+    torch.testing.assert_close(pruned[key], gated[key], atol=1e-4, rtol=1e-4)
+    assert exported.config.model_type == f"hjpruned_{family}"
+    assert count_macs(exported).total < count_macs(model).total
+
+
+def test_expected_cost_of_binary_gates_is_the_exported_cost():
+    pruner = HJPruner(tiny_model(), variant="macs", target=0.4)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # saturated logits: P(z != 0) is 0 or 1 up to float precision
+        for gate in pruner.gates.values():
+            on = torch.rand(gate.log_alpha.shape, generator=generator) < 0.6
+            gate.log_alpha.copy_(torch.where(on, torch.tensor(60.0), torch.tensor(-60.0)))
+    expected = pruner.expected_cost()["macs"].total
+    exported = pruner.export()
+    assert float(expected) == pytest.approx(count_macs(exported, seconds=1.0).total, rel=1e-6)
+
+
+def test_detach_restores_the_model(audio_batch):
+    model = tiny_model().eval()
+    with torch.no_grad():
+        before = model(*audio_batch).logits
+    pruner = HJPruner(model, variant="macs", target=0.3)
+    randomise_gates(pruner)
+    with torch.no_grad():
+        assert not torch.allclose(model(*audio_batch).logits, before)  # attached: gated
+    pruner.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(model(*audio_batch).logits, before)
+    assert not any(
+        "parametrizations.weight.original" in k and "pos_conv" not in k for k in model.state_dict()
+    )
+
+
+def test_transformer_only_variant_keeps_the_cnn():
+    model = tiny_model()
+    pruner = HJPruner(model, variant="transformer", target=0.2)
+    assert set(pruner.gates) == {"heads", "ffn"}
+    randomise_gates(pruner)
+    exported = pruner.export()
+    assert exported.config.conv_dim == list(model.config.conv_dim)
+
+
+def test_sep_variant_has_two_budgets():
+    pruner = HJPruner(tiny_model(), variant="sep", target={"cnn": 0.3, "transformer": 0.5})
+    assert pruner.budget.names == ["cnn_macs", "transformer_macs"]
+    assert pruner.target_at(10**6) == {"cnn_macs": 0.3, "transformer_macs": 0.5}
+    reductions = pruner.expected_reduction()
+    assert set(reductions) == {"cnn_macs", "transformer_macs"}
+
+
+def test_params_variant_budget_is_parameters():
+    pruner = HJPruner(tiny_model(), variant="params", target=0.3)
+    assert pruner.budget.names == ["params"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(variant="flops"), "unknown variant"),
+        (dict(target=0.0), r"in \(0, 1\)"),
+        (dict(target=1.2), r"in \(0, 1\)"),
+        (dict(target="0.4"), r"in \(0, 1\)"),
+        (dict(variant="sep", target={"cnn": 0.3}), "needs 'cnn' and 'transformer'"),
+        (dict(units=("conv", "channels")), "unknown unit"),
+        (dict(variant="transformer", units=("conv", "heads")), "heads and FFN units only"),
+        (dict(variant="transformer", target=0.99), "not reachable"),
+        (dict(units=("ffn",), target=0.6), "not reachable"),
+    ],
+)
+def test_bad_arguments_fail_before_training(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HJPruner(tiny_model(), **{"target": 0.4, **kwargs})
+
+
+def test_unsupported_family():
+    from transformers import BertConfig, BertModel
+
+    with pytest.raises(ValueError, match="unsupported model family"):
+        HJPruner(
+            BertModel(
+                BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+            )
+        )
+
+
+def test_expected_units_are_differentiable_through_the_cost():
+    model = tiny_model()
+    pruner = HJPruner(model, variant="macs", target=0.4)
+    units = pruner.expected_units()
+    cost = macs_from_units(model.config, units, 16000, "ctc").total
+    cost.backward()
+    assert all(gate.log_alpha.grad is not None for gate in pruner.gates.values())
+    assert unit_counts(model.config)["heads"] == [4, 4, 4]
+
+
+def test_short_run_reaches_the_macs_target():
+    """HJ-MAC at 40% on random data: the exported model lands within ±3% of 60% of the dense MACs."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    config = tiny_config(
+        hidden_size=64,
+        num_attention_heads=16,
+        intermediate_size=128,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),
+    )
+    model = FAMILIES["wav2vec2"].stock_models["ctc"](config)
+    pruner = HJPruner(model, variant="macs", target=0.4, warmup_steps=100)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(pruner.model_parameters()), "lr": 1e-3},
+            {"params": pruner.gate_parameters(), "lr": 0.1, "weight_decay": 0.0},
+            {"params": pruner.lagrangian_parameters(), "lr": 0.1, "weight_decay": 0.0},
+        ]
+    )
+    values, labels = torch.randn(2, 1600), torch.randint(1, 12, (2, 3))
+    pruner.train()
+    for step in range(600):
+        loss = pruner(values, labels=labels).loss + pruner.penalty(step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    exported = pruner.export()
+    ratio = count_macs(exported).total / count_macs(model).total
+    assert abs(ratio - 0.6) <= 0.03 * 0.6, ratio
