@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -18,6 +19,9 @@ from .structure import (
 )
 
 Keep = Mapping[str, Sequence[Sequence[int]]]
+
+# A tensor under a gate parametrization (weight norm's `original0/1` are part of the model).
+_GATED_KEY = re.compile(r"\.parametrizations\.\w+\.original$")
 
 
 def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
@@ -36,7 +40,13 @@ def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
     `hf_hjprune.models.modeling_hjpruned_common`: a removed unit's output is zero where it enters the
     next operation, and channel LayerNorms keep normalising over the original width.
     """
-    return build_pruned(model, keep, model.state_dict())
+    state = model.state_dict()
+    if any(_GATED_KEY.search(name) for name in state):
+        raise ValueError(
+            "model has HJPruner gates attached: use pruner.export() for the pruned model, "
+            "or pruner.detach() first to prune the un-gated weights"
+        )
+    return build_pruned(model, keep, state)
 
 
 def build_pruned(model: nn.Module, keep: Keep, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

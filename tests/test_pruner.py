@@ -226,3 +226,12 @@ def test_short_run_reaches_the_macs_target():
     exported = pruner.export()
     ratio = count_macs(exported).total / count_macs(model).total
     assert abs(ratio - 0.6) <= 0.03 * 0.6, ratio
+
+
+def test_prune_model_refuses_a_gated_model():
+    from hf_hjprune import prune_model
+
+    pruner = HJPruner(tiny_model(), variant="macs", target=0.3)
+    with pytest.raises(ValueError, match="gates attached"):
+        prune_model(pruner.model, {})
+    prune_model(pruner.detach(), {})
