@@ -235,3 +235,21 @@ def test_prune_model_refuses_a_gated_model():
     with pytest.raises(ValueError, match="gates attached"):
         prune_model(pruner.model, {})
     prune_model(pruner.detach(), {})
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_gates_attach_to_a_pruned_model(family, audio_batch):
+    from conftest import random_keep
+
+    from hf_hjprune import prune_model
+
+    model = prune_model(tiny_model(family, norm="layer"), random_keep(tiny_config(family), torch.Generator()))
+    pruner = HJPruner(model, variant="macs", target=0.2, prune_blocks=True)
+    randomise_gates(pruner, seed=5)
+    pruner.eval()
+    with torch.no_grad():
+        gated = pruner(*audio_batch).logits
+    exported = pruner.export()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(*audio_batch).logits, gated, atol=1e-4, rtol=1e-4)
+    assert count_macs(exported).total <= count_macs(model).total

@@ -17,6 +17,8 @@ This file is shipped as remote code next to pruned checkpoints: it may import on
 transformers and huggingface_hub.
 """
 
+import warnings
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -26,6 +28,13 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2FeatureEncoder,
     Wav2Vec2FeedForward,
 )
+
+
+def pruned_linear(in_features: int, out_features: int) -> nn.Linear:
+    """`nn.Linear` that may have zero features (a layer with no heads or no FFN units left)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features)
 
 
 class HJPrunedLayerNorm(nn.LayerNorm):
@@ -92,10 +101,10 @@ class HJPrunedAttentionMixin:
         self.is_decoder = False
         self.is_causal = False
         inner_dim = self.num_heads * self.head_dim
-        self.k_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.v_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.q_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.out_proj = nn.Linear(inner_dim, self.embed_dim)
+        self.k_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.v_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.q_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.out_proj = pruned_linear(inner_dim, self.embed_dim)
 
 
 class HJPrunedFeedForward(Wav2Vec2FeedForward):
@@ -105,10 +114,10 @@ class HJPrunedFeedForward(Wav2Vec2FeedForward):
         nn.Module.__init__(self)
         size = config.intermediate_size_per_layer[layer_idx]
         self.intermediate_dropout = nn.Dropout(config.activation_dropout)
-        self.intermediate_dense = nn.Linear(config.hidden_size, size)
+        self.intermediate_dense = pruned_linear(config.hidden_size, size)
         act = config.hidden_act
         self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
-        self.output_dense = nn.Linear(size, config.hidden_size)
+        self.output_dense = pruned_linear(size, config.hidden_size)
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
 

@@ -32,6 +32,7 @@ from .modeling_hjpruned_common import (
     HJPrunedForSequenceClassificationMixin,
     HJPrunedModelMixin,
     original_width_layer_norm,
+    pruned_linear,
 )
 
 
@@ -47,10 +48,10 @@ class HJPrunedWavLMAttention(WavLMAttention):
         self.dropout = config.attention_dropout
         self.scaling = self.head_dim**-0.5
         inner_dim = self.num_heads * self.head_dim
-        self.k_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.v_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.q_proj = nn.Linear(self.embed_dim, inner_dim)
-        self.out_proj = nn.Linear(inner_dim, self.embed_dim)
+        self.k_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.v_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.q_proj = pruned_linear(self.embed_dim, inner_dim)
+        self.out_proj = pruned_linear(inner_dim, self.embed_dim)
         self.num_buckets = config.num_buckets
         self.max_distance = config.max_bucket_distance
         # A plain list, not a buffer: non-persistent buffers are not restored by `from_pretrained`.
