@@ -2,6 +2,7 @@
 
 from .audio import AUDIO_ERROR_REASONS, AudioError, load_audio
 from .corpus import FEATURES, INTENTS, SCENARIOS, SPLITS, TEST_ONLY_TEMPLATES, build_corpus, load_corpus
+from .real import ColumnMapping, load_librispeech, load_slurp, normalize_transcript
 from .speech_synth import (
     ACCENTS,
     SAMPLE_RATE,
@@ -16,6 +17,7 @@ __all__ = [
     "ACCENTS",
     "AUDIO_ERROR_REASONS",
     "AudioError",
+    "ColumnMapping",
     "FEATURES",
     "INTENTS",
     "SAMPLE_RATE",
@@ -28,6 +30,9 @@ __all__ = [
     "build_corpus",
     "load_audio",
     "load_corpus",
+    "load_librispeech",
+    "load_slurp",
+    "normalize_transcript",
     "synthesize",
     "synthesize_batch",
 ]

@@ -23,6 +23,14 @@ from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
 class HJPrunedConfigMixin:
     """Defaults and validation of the per-layer fields, shared by the three families."""
 
+    def __post_init__(self, **kwargs):
+        self._fill_pruned_defaults()
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        self._validate_pruned()
+
     def _fill_pruned_defaults(self) -> None:
         layers = self.num_hidden_layers
         if self.original_conv_dim is None:
@@ -89,14 +97,6 @@ class HJPrunedWav2Vec2Config(HJPrunedConfigMixin, Wav2Vec2Config):
     attention_heads_per_layer: list[int] | None = None
     intermediate_size_per_layer: list[int] | None = None
 
-    def __post_init__(self, **kwargs):
-        self._fill_pruned_defaults()
-        super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        super().validate_architecture()
-        self._validate_pruned()
-
 
 @strict
 class HJPrunedHubertConfig(HJPrunedConfigMixin, HubertConfig):
@@ -105,14 +105,6 @@ class HJPrunedHubertConfig(HJPrunedConfigMixin, HubertConfig):
     original_conv_dim: list[int] | None = None
     attention_heads_per_layer: list[int] | None = None
     intermediate_size_per_layer: list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        self._fill_pruned_defaults()
-        super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        super().validate_architecture()
-        self._validate_pruned()
 
 
 @strict
@@ -124,18 +116,16 @@ class HJPrunedWavLMConfig(HJPrunedConfigMixin, WavLMConfig):
     intermediate_size_per_layer: list[int] | None = None
     kept_head_indices: list[list[int]] | None = None
 
-    def __post_init__(self, **kwargs):
+    def _fill_pruned_defaults(self) -> None:
         if self.kept_head_indices is not None and self.attention_heads_per_layer is None:
             self.attention_heads_per_layer = [len(kept) for kept in self.kept_head_indices]
-        self._fill_pruned_defaults()
+        super()._fill_pruned_defaults()
         if self.kept_head_indices is None:
             self.kept_head_indices = [list(range(n)) for n in self.attention_heads_per_layer]
         self.kept_head_indices = [list(kept) for kept in self.kept_head_indices]
-        super().__post_init__(**kwargs)
 
-    def validate_architecture(self):
-        super().validate_architecture()
-        self._validate_pruned()
+    def _validate_pruned(self) -> None:
+        super()._validate_pruned()
         if len(self.kept_head_indices) != self.num_hidden_layers:
             raise ValueError(
                 f"kept_head_indices has {len(self.kept_head_indices)} entries, "
