@@ -1,0 +1,799 @@
+"""Measured speed of dense and pruned models next to their MACs: `hjprune bench`.
+
+For one model, or a dense / pruned pair, `hjprune bench` reports parameters, MACs per second of
+audio (CNN / Transformer split), the latency of a forward pass at each batch size × audio length
+(warm-up runs, then timed runs: median and interquartile range), the peak memory of that pass, and
+for a pair the measured speedup next to the ideal MACs ratio. Optionally it also measures the
+training overhead of the gates: a gated training step (`HJPruner` attached, loss + penalty) against
+a dense fine-tuning step of the same model on the same batch::
+
+    hjprune bench dense_dir pruned_dir --seconds 1 10 --batch-sizes 1 8 --output-json bench.json
+    hjprune bench --pair runs/tiny_asr --output-md bench.md
+    python -m hf_hjprune.bench facebook/wav2vec2-base-960h --training-overhead
+
+What is measured:
+- latency: wall time of `model(input_values)` under `torch.inference_mode()` on random audio, with a
+  fixed number of intra-op threads (recorded); on CUDA the device is synchronised around each run.
+  The timed runs of all models of one call are interleaved (round robin, alternating direction), so
+  that slow drift of the machine's speed affects them alike. The memory measurement, when on, is the
+  first warm-up run of each model.
+- CPU time: the process CPU time of each timed run (all threads) is recorded too. With one thread
+  it measures the work done while barely depending on other processes sharing the machine; with
+  more it also counts OpenMP threads spinning while they wait for each other.
+- peak memory: on CPU, the highest total of live tensor bytes allocated through PyTorch's CPU
+  allocator during one forward pass, beyond what was allocated before it (so: activations and
+  workspaces, not the weights), replayed from `torch.profiler` memory events. It excludes the
+  allocator's own overhead and memory that libraries allocate outside PyTorch. On CUDA,
+  `torch.cuda.max_memory_allocated` during the pass minus the memory allocated before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC
+
+from .cost import count_macs, count_params
+from .pruner import HJPruner
+from .structure import FAMILIES, head_of
+
+DEFAULT_SECONDS = (1.0, 10.0)
+DEFAULT_BATCH_SIZES = (1, 8)
+DEFAULT_REPEATS = 10
+DEFAULT_WARMUP = 2
+SAMPLING_RATE = 16000
+AUTO_CLASSES = (AutoModelForCTC, AutoModelForAudioClassification, AutoModel)
+
+TIMING_NOTE = (
+    "wall time of model(input_values) on random audio under torch.inference_mode(); warm-up runs (the "
+    "memory measurement, when on, is the first), then timed runs of all models interleaved (round robin, "
+    "alternating direction); CUDA synchronised"
+)
+MEMORY_NOTE = (
+    "CPU: peak of live tensor bytes allocated through PyTorch's CPU allocator during one forward pass, "
+    "beyond the bytes live before it (activations and workspaces, not weights; torch.profiler memory "
+    "events); CUDA: torch.cuda.max_memory_allocated during the pass minus memory_allocated before it"
+)
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_model(name_or_path: str) -> nn.Module:
+    """A model from a local path or Hub id, through the Auto classes (stock or HJPruned: importing
+    `hf_hjprune` registered the latter).
+
+    The Auto classes are tried in the order CTC, audio classification, base model; the first one
+    that builds the checkpoint's architecture (`config.architectures`) is used, so a base checkpoint
+    is not given a randomly initialised head. Without recorded architectures, the first that loads wins.
+    """
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load {name_or_path!r}: {err}") from err
+    wanted = set(getattr(config, "architectures", None) or [])
+    errors = []
+    for auto_class in AUTO_CLASSES:
+        model_class = auto_class._model_mapping.get(type(config), None)
+        if model_class is None or (wanted and model_class.__name__ not in wanted):
+            continue
+        try:
+            return auto_class.from_pretrained(name_or_path, config=config).eval()
+        except (OSError, ValueError) as err:
+            errors.append(f"{auto_class.__name__}: {err}")
+    detail = "; ".join(errors) or f"no Auto class builds {sorted(wanted) or type(config).__name__}"
+    raise ValueError(f"cannot load {name_or_path!r}: {detail}")
+
+
+def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
+    """The model a training run started from, with the pruned model's task head.
+
+    Read from the run's `summary.json`: a `tiny:` spec is rebuilt with random weights (timing does not
+    depend on them), a path or Hub id is loaded. Its MACs must match the run's recorded dense MACs.
+    """
+    summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    recipe = summary.get("recipe", {})
+    source = recipe.get("model")
+    if not source:
+        raise ValueError(f"{run_dir}/summary.json names no starting model (recipe.model)")
+    head = head_of(pruned)
+    task = {}
+    if head == "ctc":
+        task = dict(vocab_size=pruned.config.vocab_size)
+    elif head == "classification":
+        task = dict(num_labels=pruned.config.num_labels)
+    overrides = {**recipe.get("model_config", {}), **task}
+    if source.startswith("tiny:"):
+        from .train import TINY_CONFIG
+
+        family = FAMILIES[source[len("tiny:") :]]
+        dense = family.stock_models[head](family.stock_config(**{**TINY_CONFIG, **overrides}))
+    else:
+        try:
+            auto_class = {"ctc": AutoModelForCTC, "classification": AutoModelForAudioClassification}
+            dense = auto_class.get(head, AutoModel).from_pretrained(
+                source, ignore_mismatched_sizes=True, **overrides
+            )
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"cannot load the run's starting model {source!r} ({err}); pass it with --dense PATH"
+            ) from err
+    recorded = summary.get("macs", {})
+    if "before" in recorded and "seconds" in recorded:
+        expected, actual = recorded["before"]["total"], count_macs(dense, recorded["seconds"]).total
+        if abs(expected - actual) > 1e-6 * expected:
+            raise ValueError(
+                f"the starting model {source!r} has {actual:.4g} MACs but the run recorded {expected:.4g}: "
+                "pass the run's starting model with --dense PATH"
+            )
+    return dense.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def machine_info() -> dict[str, Any]:
+    """Versions, CPU, threads and the date: what the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def default_devices() -> list[str]:
+    """CPU, and CUDA when available."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _audio(batch_size: int, seconds: float, device: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    num_samples = int(round(seconds * SAMPLING_RATE))
+    return torch.randn(batch_size, num_samples, generator=generator).to(device)
+
+
+def summarize(times_ms: Sequence[float]) -> dict[str, float | int]:
+    """Median, quartiles, interquartile range and minimum of timings in milliseconds."""
+    q25, median, q75 = np.percentile(np.asarray(times_ms, dtype=float), [25, 50, 75])
+    return {
+        "median_ms": float(median),
+        "iqr_ms": float(q75 - q25),
+        "q25_ms": float(q25),
+        "q75_ms": float(q75),
+        "min_ms": float(min(times_ms)),
+        "runs": len(times_ms),
+    }
+
+
+@dataclass
+class Timings:
+    """Per step: wall times and process CPU times (all threads) of the timed runs, in ms."""
+
+    wall_ms: dict[str, list[float]]
+    cpu_ms: dict[str, list[float]]
+
+
+def interleaved_times(
+    steps: Mapping[str, Callable[[], Any]], repeats: int, warmup: int, device: str = "cpu"
+) -> Timings:
+    """Run every step `warmup` times, then time `repeats` rounds of all steps.
+
+    Rounds alternate direction (a b c, c b a, ...), so that no step always runs first or last.
+    """
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    _synchronize(device)
+    timings = Timings({name: [] for name in names}, {name: [] for name in names})
+    gc.collect()
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            _synchronize(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            steps[name]()
+            _synchronize(device)
+            timings.wall_ms[name].append((time.perf_counter() - start) * 1e3)
+            timings.cpu_ms[name].append((time.process_time() - cpu_start) * 1e3)
+    return timings
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[int]:
+    """Use `threads` intra-op CPU threads inside the block (None: leave as is); yields the count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null (C++ libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@torch.inference_mode()
+def peak_memory_mib(model: nn.Module, input_values: torch.Tensor) -> float:
+    """Peak extra memory (MiB) of one forward pass, as described in the module docstring."""
+    device = input_values.device.type
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        model(input_values=input_values)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():  # kineto prints a line to stderr at each start and stop
+        prof.start()
+    try:
+        model(input_values=input_values)
+    finally:
+        with _stderr_silenced():
+            prof.stop()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        if event.device_type() == torch.autograd.DeviceType.CPU:
+            live += event.nbytes()
+            peak = max(peak, live)
+    return peak / 2**20
+
+
+def _model_entry(model: nn.Module) -> dict[str, Any]:
+    return {
+        "class": type(model).__name__,
+        "source": getattr(model, "name_or_path", "") or None,
+        "params": count_params(model).as_dict(),
+        "macs_per_second": count_macs(model, 1.0).as_dict(),
+    }
+
+
+def benchmark_models(
+    models: Mapping[str, nn.Module],
+    pairs: Sequence[tuple[str, str]] = (),
+    seconds: Sequence[float] = DEFAULT_SECONDS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int | None = None,
+    devices: Sequence[str] | None = None,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """Benchmark several models in one interleaved run; compare the `(dense, pruned)` name pairs.
+
+    Returns the JSON document described in `benchmark_model` and `benchmark_pair`, with one entry per
+    model under `"models"` and one per pair under `"pairs"`. Models are put in eval mode and moved to
+    each device in turn; they are back on their first device afterwards.
+    """
+    devices = list(devices) if devices is not None else default_devices()
+    for dense, pruned in pairs:
+        if dense not in models or pruned not in models:
+            raise ValueError(f"pair ({dense!r}, {pruned!r}) names a model that is not benchmarked")
+    home = {name: next(model.parameters()).device for name, model in models.items()}
+    with intra_op_threads(threads) as used_threads:
+        result: dict[str, Any] = {
+            "machine": machine_info(),
+            "settings": {
+                "threads": used_threads,
+                "warmup": warmup,
+                "repeats": repeats,
+                "devices": devices,
+                "seconds": [float(s) for s in seconds],
+                "batch_sizes": [int(b) for b in batch_sizes],
+                "sampling_rate": SAMPLING_RATE,
+                "timing": TIMING_NOTE,
+                "memory": MEMORY_NOTE if memory else None,
+            },
+            "models": {name: {**_model_entry(model), "latency": []} for name, model in models.items()},
+            "pairs": [{"dense": dense, "pruned": pruned, "results": []} for dense, pruned in pairs],
+        }
+        for model in models.values():
+            model.eval()
+        try:
+            for device in devices:
+                for model in models.values():
+                    model.to(device)
+                for batch_size in batch_sizes:
+                    for length in seconds:
+                        _benchmark_config(
+                            result, models, device, int(batch_size), float(length), repeats, warmup, memory
+                        )
+        finally:
+            for name, model in models.items():
+                model.to(home[name])
+    result["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return result
+
+
+def _benchmark_config(
+    result: dict[str, Any],
+    models: Mapping[str, nn.Module],
+    device: str,
+    batch_size: int,
+    seconds: float,
+    repeats: int,
+    warmup: int,
+    memory: bool,
+) -> None:
+    """Time all models at one device × batch size × audio length and append the rows to `result`."""
+    input_values = _audio(batch_size, seconds, device)
+    # The memory measurement is a forward pass too: it stands in for the first warm-up run.
+    peaks = {name: peak_memory_mib(model, input_values) if memory else None for name, model in models.items()}
+    with torch.inference_mode():
+        steps = {name: (lambda m=model: m(input_values=input_values)) for name, model in models.items()}
+        timings = interleaved_times(steps, repeats, warmup - 1 if memory and warmup else warmup, device)
+    rows = {}
+    for name, model in models.items():
+        row = {
+            "device": device,
+            "batch_size": batch_size,
+            "seconds": seconds,
+            "macs": count_macs(model, seconds).total * batch_size,
+            **summarize(timings.wall_ms[name]),
+            "cpu_median_ms": float(np.median(timings.cpu_ms[name])),
+            "times_ms": timings.wall_ms[name],
+            "peak_memory_mib": peaks[name],
+        }
+        result["models"][name]["latency"].append(row)
+        rows[name] = row
+    for pair in result["pairs"]:
+        dense, pruned = rows[pair["dense"]], rows[pair["pruned"]]
+        speedup = dense["median_ms"] / pruned["median_ms"]
+        macs_ratio = dense["macs"] / pruned["macs"]
+        pair["results"].append(
+            {
+                "device": device,
+                "batch_size": batch_size,
+                "seconds": seconds,
+                "dense_median_ms": dense["median_ms"],
+                "pruned_median_ms": pruned["median_ms"],
+                "speedup": speedup,
+                "macs_ratio": macs_ratio,
+                "efficiency": speedup / macs_ratio,
+                "cpu_speedup": dense["cpu_median_ms"] / pruned["cpu_median_ms"],
+            }
+        )
+
+
+def benchmark_model(
+    model: nn.Module,
+    seconds: Sequence[float] = DEFAULT_SECONDS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int | None = None,
+    devices: Sequence[str] | None = None,
+    memory: bool = True,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Params, MACs, latency and peak memory of one model at each batch size × audio length.
+
+    Returns `{"machine", "settings", "models": {name: {"params", "macs_per_second", "latency": [row,
+    ...]}}, "pairs": []}`, one latency row per device × batch size × seconds with `median_ms`,
+    `iqr_ms`, `q25_ms`, `q75_ms`, `min_ms`, `runs`, `times_ms`, `macs` (of the whole batch) and
+    `peak_memory_mib`.
+    """
+    name = name or getattr(model, "name_or_path", "") or type(model).__name__
+    return benchmark_models(
+        {name: model},
+        seconds=seconds,
+        batch_sizes=batch_sizes,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        devices=devices,
+        memory=memory,
+    )
+
+
+def benchmark_pair(
+    dense: nn.Module,
+    pruned: nn.Module,
+    seconds: Sequence[float] = DEFAULT_SECONDS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int | None = None,
+    devices: Sequence[str] | None = None,
+    memory: bool = True,
+    names: tuple[str, str] = ("dense", "pruned"),
+) -> dict[str, Any]:
+    """`benchmark_model` for both models, timed interleaved, plus the comparison.
+
+    `"pairs"` holds one entry with a result per device × batch size × seconds: `dense_median_ms`,
+    `pruned_median_ms`, `speedup` (their quotient), `macs_ratio` (dense MACs / pruned MACs, the
+    ideal speedup) and `efficiency` (speedup / MACs ratio).
+    """
+    if names[0] == names[1]:
+        raise ValueError(f"the two models need different names, got {names}")
+    return benchmark_models(
+        dict(zip(names, (dense, pruned))),
+        pairs=[names],
+        seconds=seconds,
+        batch_sizes=batch_sizes,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        devices=devices,
+        memory=memory,
+    )
+
+
+def _training_batch(
+    model: nn.Module, batch_size: int, seconds: float, device: str
+) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_values": _audio(batch_size, seconds, device)}
+    head = head_of(model)
+    if head == "ctc":
+        frames = int(model._get_feat_extract_output_lengths(torch.tensor(batch["input_values"].shape[1])))
+        labels = torch.randint(
+            1, model.config.vocab_size, (batch_size, max(1, frames // 4)), generator=generator
+        )
+        batch["labels"] = labels.to(device)
+    elif head == "classification":
+        batch["labels"] = torch.randint(0, model.config.num_labels, (batch_size,), generator=generator).to(
+            device
+        )
+    return batch
+
+
+def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    output = model(**batch)
+    if "labels" in batch:
+        return output.loss
+    return output.last_hidden_state.float().pow(2).mean()  # a base model has no task loss
+
+
+def training_overhead(
+    model: nn.Module,
+    seconds: float = 1.0,
+    batch_size: int = 4,
+    repeats: int = 5,
+    warmup: int = 1,
+    variant: str = "macs",
+    target: float = 0.4,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Time of a gated training step against a dense fine-tuning step of the same model and batch.
+
+    A step is forward, backward and an AdamW step. The gated copy has `HJPruner(variant, target)`
+    attached and adds the budget penalty to the loss; the dense copy trains plainly. Both are copies
+    of `model` in train mode with LayerDrop off (a skipped layer would make step times random); their
+    steps are interleaved. Returns `dense_step` and `gated_step` summaries (see `summarize`) and
+    `ratio` = gated median / dense median.
+    """
+    dense, gated = (copy.deepcopy(model).to(device).train() for _ in range(2))
+    for copied in (dense, gated):
+        copied.config.layerdrop = 0.0
+    pruner = HJPruner(gated, variant=variant, target=target, seconds=seconds)
+    dense_optimizer = torch.optim.AdamW(dense.parameters(), lr=1e-5)
+    gated_optimizer = torch.optim.AdamW(
+        [
+            {"params": list(gated.parameters())},
+            {"params": pruner.gate_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+            {"params": pruner.lagrangian_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+        ],
+        lr=1e-5,
+    )
+    batch = _training_batch(model, batch_size, seconds, device)
+    counter = {"step": 0}
+
+    def dense_step() -> None:
+        dense_optimizer.zero_grad(set_to_none=True)
+        _loss(dense, batch).backward()
+        dense_optimizer.step()
+
+    def gated_step() -> None:
+        gated_optimizer.zero_grad(set_to_none=True)
+        (_loss(gated, batch) + pruner.penalty(counter["step"])).backward()
+        gated_optimizer.step()
+        counter["step"] += 1
+
+    with intra_op_threads(threads) as used_threads:
+        timings = interleaved_times({"dense": dense_step, "gated": gated_step}, repeats, warmup, device)
+    times = timings.wall_ms
+    dense_summary, gated_summary = summarize(times["dense"]), summarize(times["gated"])
+    return {
+        "device": device,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "variant": variant,
+        "target": target,
+        "threads": used_threads,
+        "warmup": warmup,
+        "dense_step": {**dense_summary, "times_ms": times["dense"]},
+        "gated_step": {**gated_summary, "times_ms": times["gated"]},
+        "ratio": gated_summary["median_ms"] / dense_summary["median_ms"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _millions(value: float) -> str:
+    return f"{value / 1e6:.2f}"
+
+
+def _giga(value: float) -> str:
+    return f"{value / 1e9:.2f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _model_label(name: str) -> str:
+    return f"`{name}`"
+
+
+def bench_markdown(result: Mapping[str, Any]) -> str:
+    """Markdown tables of a benchmark result: models, latency per configuration, pairs, training."""
+    machine, settings = result["machine"], result["settings"]
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({settings['threads']} threads), "
+        f"torch {machine['torch']}, transformers {machine['transformers']}"
+        + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
+        + f"; {settings['warmup']} warm-up and {settings['repeats']} timed runs per configuration.",
+        "",
+    ]
+    models = result["models"]
+    lines += _table(
+        ["model", "params (M)", "GMACs / s of audio", "CNN", "Transformer"],
+        [
+            [
+                _model_label(name),
+                _millions(entry["params"]["total"]),
+                _giga(entry["macs_per_second"]["total"]),
+                _giga(entry["macs_per_second"]["cnn"]),
+                _giga(entry["macs_per_second"]["transformer"]),
+            ]
+            for name, entry in models.items()
+        ],
+    )
+    memory_rows = any(row["peak_memory_mib"] is not None for e in models.values() for row in e["latency"])
+    header = ["model", "device", "batch", "audio (s)", "GMACs", "median (ms)", "IQR (ms)"]
+    if memory_rows:
+        header.append("peak memory (MiB)")
+    rows = []
+    for name, entry in models.items():
+        for row in entry["latency"]:
+            cells = [
+                _model_label(name),
+                row["device"],
+                str(row["batch_size"]),
+                f"{row['seconds']:g}",
+                _giga(row["macs"]),
+                f"{row['median_ms']:.1f}",
+                f"{row['iqr_ms']:.1f}",
+            ]
+            if memory_rows:
+                memory = row["peak_memory_mib"]
+                cells.append("–" if memory is None else f"{memory:.0f}")
+            rows.append(cells)
+    lines += ["", *_table(header, rows)]
+    for pair in result["pairs"]:
+        lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])}:", ""]
+        lines += _table(
+            [
+                "device",
+                "batch",
+                "audio (s)",
+                "dense (ms)",
+                "pruned (ms)",
+                "speedup",
+                "MACs ratio",
+                "efficiency",
+            ],
+            [
+                [
+                    row["device"],
+                    str(row["batch_size"]),
+                    f"{row['seconds']:g}",
+                    f"{row['dense_median_ms']:.1f}",
+                    f"{row['pruned_median_ms']:.1f}",
+                    f"{row['speedup']:.2f}×",
+                    f"{row['macs_ratio']:.2f}×",
+                    f"{row['efficiency']:.0%}",
+                ]
+                for row in pair["results"]
+            ],
+        )
+    overhead = result.get("training_overhead") or []
+    if overhead:
+        lines += ["", "Training step (forward, backward, AdamW), gated (HJPruner attached) vs dense:", ""]
+        lines += _table(
+            ["model", "device", "batch", "audio (s)", "dense step (ms)", "gated step (ms)", "ratio"],
+            [
+                [
+                    _model_label(row["model"]),
+                    row["device"],
+                    str(row["batch_size"]),
+                    f"{row['seconds']:g}",
+                    f"{row['dense_step']['median_ms']:.0f} ± {row['dense_step']['iqr_ms']:.0f}",
+                    f"{row['gated_step']['median_ms']:.0f} ± {row['gated_step']['iqr_ms']:.0f}",
+                    f"{row['ratio']:.2f}×",
+                ]
+                for row in overhead
+            ],
+        )
+        lines += ["", "(± is the interquartile range.)"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `hjprune bench` and `python -m hf_hjprune.bench`."""
+    parser.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="a local path or Hub id; with two, the first is the dense and the second the pruned model",
+    )
+    parser.add_argument(
+        "--pair",
+        metavar="RUN_DIR",
+        help="a training run folder (summary.json, model/): its dense and pruned model",
+    )
+    parser.add_argument(
+        "--dense",
+        metavar="PATH",
+        help="with --pair: the run's starting model, when the summary's cannot load",
+    )
+    parser.add_argument(
+        "--seconds", type=float, nargs="+", default=list(DEFAULT_SECONDS), help="audio lengths"
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed runs per configuration")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed runs per configuration")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, all usable cores)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak memory measurement")
+    parser.add_argument(
+        "--training-overhead",
+        action="store_true",
+        help="also time a gated training step against a dense one (of the dense model)",
+    )
+    parser.add_argument("--train-batch-size", type=int, default=4)
+    parser.add_argument("--train-seconds", type=float, default=1.0)
+    parser.add_argument("--output-json", metavar="FILE", help="write the full result as JSON")
+    parser.add_argument("--output-md", metavar="FILE", help="write the markdown tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `hjprune bench` with parsed arguments; prints the markdown tables."""
+    if args.pair and args.models:
+        raise ValueError("give either --pair RUN_DIR or one or two models, not both")
+    if not args.pair and not 1 <= len(args.models) <= 2:
+        raise ValueError("give one model, two models (dense then pruned) or --pair RUN_DIR")
+    if args.dense and not args.pair:
+        raise ValueError("--dense goes with --pair")
+    if args.repeats < 1 or args.warmup < 0:
+        raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+    transformers.logging.disable_progress_bar()
+    if args.pair:
+        run_dir = Path(args.pair)
+        if not (run_dir / "summary.json").is_file() or not (run_dir / "model").is_dir():
+            raise ValueError(f"{run_dir} is not a run folder: it needs summary.json and model/")
+        pruned = load_model(str(run_dir / "model"))
+        dense = load_model(args.dense) if args.dense else dense_model_of_run(run_dir, pruned)
+        models = {args.dense or "dense (run's starting model)": dense, str(run_dir / "model"): pruned}
+    else:
+        models = {}
+        for i, name in enumerate(args.models):
+            key = name if name not in models else f"{name} (#{i + 1})"
+            models[key] = load_model(name)
+    names = list(models)
+    result = benchmark_models(
+        models,
+        pairs=[(names[0], names[1])] if len(names) == 2 else [],
+        seconds=args.seconds,
+        batch_sizes=args.batch_sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        memory=not args.no_memory,
+    )
+    if args.training_overhead:
+        result["training_overhead"] = [
+            {
+                "model": names[0],
+                **training_overhead(
+                    models[names[0]],
+                    seconds=args.train_seconds,
+                    batch_size=args.train_batch_size,
+                    repeats=args.repeats,
+                    warmup=args.warmup,
+                    device=device,
+                ),
+            }
+            for device in result["settings"]["devices"]
+        ]
+    markdown = bench_markdown(result)
+    for path, text in ((args.output_json, json.dumps(result, indent=2) + "\n"), (args.output_md, markdown)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+    sys.stdout.write(markdown)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hf_hjprune.bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

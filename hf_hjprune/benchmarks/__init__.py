@@ -1,0 +1,1 @@
+"""Benchmarks whose results are shipped with the package (`results/`): see `speed_table`."""

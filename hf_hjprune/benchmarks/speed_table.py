@@ -1,0 +1,901 @@
+"""Measured CPU speedup of HJ-pruned wav2vec2-base / WavLM-base structures against their MACs.
+
+    python -m hf_hjprune.benchmarks.speed_table [--quick]
+
+regenerates `results/speed_table.json` and `results/speed_table.md` next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForCTC, WavLMConfig, WavLMForCTC
+
+from ..bench import (
+    _table,
+    benchmark_models,
+    interleaved_times,
+    intra_op_threads,
+    machine_info,
+    training_overhead,
+)
+from ..cost import count_macs, count_params, macs_from_units
+from ..materialize import prune_model
+from ..structure import GROUPS, family_of, unit_counts
+
+SAMPLING_RATE = 16000
+
+
+def _staggered_counts(sizes: list[int], fraction: float, multiple_of: int, minimum: int) -> list[int]:
+    """`fraction` of each layer's units, rounded to a multiple of `multiple_of` with a rounding offset
+    that differs per layer: as `fraction` grows the layers step one at a time, so the group's total
+    moves in steps of one chunk and layers of equal size differ by at most one chunk."""
+    counts = []
+    for i, size in enumerate(sizes):
+        offset = (i + 0.5) / len(sizes)
+        count = int(fraction * size / multiple_of + offset) * multiple_of
+        counts.append(min(size, max(minimum, count)))
+    return counts
+
+
+def structure_for_reduction(
+    config: PretrainedConfig,
+    reduction: float,
+    seconds: float = 1.0,
+    cnn_weight: float = 1.0,
+    multiple_of: int = 1,
+) -> dict[str, list[list[int]]]:
+    """Units to keep (a `prune_model` keep dict) for `reduction` fewer MACs on `seconds` of audio.
+
+    Pruning is spread over every group the way HJ-Pruning's joint budget spreads it, without
+    training: one pruning level `p` removes the fraction `cnn_weight · p` of the channels of every conv
+    layer and the fraction `p` of the heads and of the FFN units of every Transformer layer (each
+    clamped to [0, 1]); `p` is found by bisection so that the exact MACs (`cost.macs_from_units`, no
+    task head) are reduced by `reduction`. Counts are rounded per layer to multiples of `multiple_of`
+    (conv channels and FFN units; heads are whole heads) with staggered rounding, so the reduction is
+    met to a fraction of a percent. Every conv layer keeps at least one chunk. The kept units are the
+    first ones of each layer: with random weights which units stay does not change the timing.
+
+    Args:
+        config: a stock (or pruned) wav2vec2 / HuBERT / WavLM config.
+        reduction: the relative MACs reduction in (0, 1).
+        seconds: audio length of the MACs count (attention grows with its square).
+        cnn_weight: how fast the CNN is pruned relative to the Transformer (0: Transformer only).
+        multiple_of: round kept conv channels and FFN units to this multiple.
+    """
+    if not 0.0 < reduction < 1.0:
+        raise ValueError(f"reduction must be in (0, 1), got {reduction}")
+    sizes = unit_counts(config)
+    num_samples = int(round(seconds * SAMPLING_RATE))
+    dense = macs_from_units(config, sizes, num_samples).total
+    weights = {"conv": cnn_weight, "heads": 1.0, "ffn": 1.0}
+
+    def units_at(level: float) -> dict[str, list[int]]:
+        units = {}
+        for group in GROUPS:
+            fraction = min(1.0, max(0.0, 1.0 - weights[group] * level))
+            chunk = 1 if group == "heads" else multiple_of
+            units[group] = _staggered_counts(sizes[group], fraction, chunk, chunk if group == "conv" else 0)
+        return units
+
+    def reduction_at(level: float) -> float:
+        return 1.0 - macs_from_units(config, units_at(level), num_samples).total / dense
+
+    low, high = 0.0, 1.0 / min(w for w in weights.values() if w > 0)
+    if reduction_at(high) < reduction:
+        raise ValueError(f"a reduction of {reduction} is out of reach with cnn_weight={cnn_weight}")
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if reduction_at(middle) < reduction else (low, middle)
+    best = min((low, high), key=lambda level: abs(reduction_at(level) - reduction))
+    return {group: [list(range(n)) for n in counts] for group, counts in units_at(best).items()}
+
+
+def achieved_reduction(
+    config: PretrainedConfig, keep: Mapping[str, list[list[int]]], seconds: float = 1.0
+) -> float:
+    """The relative MACs reduction (no task head) of keeping `keep` on `seconds` of audio."""
+    num_samples = int(round(seconds * SAMPLING_RATE))
+    units = {group: [len(kept) for kept in keep[group]] for group in GROUPS}
+    dense = macs_from_units(config, unit_counts(config), num_samples).total
+    return 1.0 - macs_from_units(config, units, num_samples).total / dense
+
+
+PARTS = ("cnn", "feature_projection", "positional_conv", "attention", "ffn", "other")
+
+
+def _part_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
+    base = getattr(model, family_of(model).base_model_prefix, model)
+    return {
+        "cnn": [base.feature_extractor],
+        "feature_projection": [base.feature_projection],
+        "positional_conv": [base.encoder.pos_conv_embed],
+        "attention": [layer.attention for layer in base.encoder.layers],
+        "ffn": [layer.feed_forward for layer in base.encoder.layers],
+    }
+
+
+def part_times(
+    models: Mapping[str, nn.Module],
+    batch_size: int,
+    seconds: float,
+    repeats: int,
+    warmup: int = 1,
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Median wall time (ms) per part of the forward pass of each model, timed interleaved.
+
+    Forward hooks time the parts of `cost.CostBreakdown` (CNN, feature projection, positional conv,
+    attention and FFN blocks); `"other"` is the rest of the pass (LayerNorms, residuals, the head,
+    Python overhead), `"total"` the whole pass. On CPU the ops run synchronously, so hook times are
+    the parts' wall times.
+    """
+    input_values = torch.randn(batch_size, int(round(seconds * SAMPLING_RATE)))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
+    handles = []
+    current: dict[str, float] = {}
+    started: dict[int, float] = {}
+
+    def before(module: nn.Module, _args) -> None:
+        started[id(module)] = time.perf_counter()
+
+    def after(part: str) -> Callable:
+        def hook(module: nn.Module, _args, _output) -> None:
+            current[part] = current.get(part, 0.0) + (time.perf_counter() - started.pop(id(module))) * 1e3
+
+        return hook
+
+    def step(name: str, model: nn.Module) -> Callable[[], None]:
+        def run_once() -> None:
+            current.clear()
+            start = time.perf_counter()
+            model(input_values=input_values)
+            total = (time.perf_counter() - start) * 1e3
+            runs[name].append({**current, "other": total - sum(current.values()), "total": total})
+
+        return run_once
+
+    try:
+        for model in models.values():
+            for part, modules in _part_modules(model).items():
+                for module in modules:
+                    handles.append(module.register_forward_pre_hook(before))
+                    handles.append(module.register_forward_hook(after(part)))
+        with torch.inference_mode(), intra_op_threads(threads):
+            interleaved_times({name: step(name, model) for name, model in models.items()}, repeats, warmup)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        name: {part: float(np.median([r[part] for r in model_runs[warmup:]])) for part in (*PARTS, "total")}
+        for name, model_runs in runs.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+TABLE_MODELS = {
+    "wav2vec2-base": (Wav2Vec2Config, Wav2Vec2ForCTC),
+    "wavlm-base": (WavLMConfig, WavLMForCTC),
+}
+REDUCTIONS = (0.1, 0.3, 0.5)
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure: `(batch size, seconds, timed runs)` per configuration of each experiment."""
+
+    table: tuple[tuple[int, float, int], ...]
+    multiple_of_8: tuple[tuple[int, float, int], ...]
+    parts: tuple[tuple[int, float, int], ...]
+    threads: tuple[tuple[int, float, int], ...]
+    training: tuple[int, float, int]
+    kernel_repeats: int
+    warmup: int
+    thread_counts: tuple[int, ...]
+
+
+FULL = Plan(
+    table=((1, 1.0, 21), (1, 10.0, 4), (8, 1.0, 4), (8, 10.0, 3)),
+    multiple_of_8=((1, 1.0, 21), (8, 1.0, 3)),
+    parts=((1, 1.0, 11), (1, 10.0, 3)),
+    threads=((1, 1.0, 11),),
+    training=(4, 1.0, 3),
+    kernel_repeats=5,
+    warmup=1,
+    thread_counts=(1, 2),
+)
+QUICK = Plan(
+    table=((1, 1.0, 3), (2, 1.0, 2)),
+    multiple_of_8=((1, 1.0, 2),),
+    parts=((1, 1.0, 2),),
+    threads=((1, 1.0, 2),),
+    training=(1, 1.0, 1),
+    kernel_repeats=1,
+    warmup=1,
+    thread_counts=(1, 2),
+)
+
+
+def _label(reduction: float, multiple_of: int = 1) -> str:
+    return f"-{reduction:.0%}" + (f" (x{multiple_of})" if multiple_of > 1 else "")
+
+
+def table_models(family: str, multiples: tuple[int, ...] = (1,)) -> dict[str, nn.Module]:
+    """The dense model of `family` (stock default config, CTC head with vocab 32, random weights, seed
+    0) and its pruned structures for every reduction in `REDUCTIONS` and rounding multiple."""
+    config_class, model_class = TABLE_MODELS[family]
+    torch.manual_seed(0)
+    dense = model_class(config_class(vocab_size=32)).eval()
+    models = {"dense": dense}
+    for multiple_of in multiples:
+        for reduction in REDUCTIONS:
+            keep = structure_for_reduction(dense.config, reduction, multiple_of=multiple_of)
+            models[_label(reduction, multiple_of)] = prune_model(dense, keep).eval()
+    return models
+
+
+def _structure(model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+    units = unit_counts(model.config)
+    return {
+        **units,
+        "params": count_params(model).total,
+        "macs_per_second": count_macs(model, 1.0).as_dict(),
+        "macs_reduction": 1.0 - count_macs(model, 1.0).total / count_macs(dense, 1.0).total,
+    }
+
+
+def _bench(
+    models: Mapping[str, nn.Module],
+    configs: tuple[tuple[int, float, int], ...],
+    warmup: int,
+    threads: int | None,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """`benchmark_models` (every pruned model against "dense") per configuration, merged into one result."""
+    pairs = [("dense", name) for name in models if name != "dense"]
+    merged: dict[str, Any] | None = None
+    for batch_size, seconds, repeats in configs:
+        result = benchmark_models(
+            models,
+            pairs=pairs,
+            seconds=(seconds,),
+            batch_sizes=(batch_size,),
+            repeats=repeats,
+            warmup=warmup,
+            threads=threads,
+            devices=["cpu"],
+            memory=memory,
+        )
+        if merged is None:
+            merged = result
+            merged["settings"]["repeats"] = "per configuration: see runs"
+            continue
+        for name, entry in result["models"].items():
+            merged["models"][name]["latency"] += entry["latency"]
+        for pair, new in zip(merged["pairs"], result["pairs"]):
+            pair["results"] += new["results"]
+        merged["settings"]["seconds"] = sorted({*merged["settings"]["seconds"], seconds})
+        merged["settings"]["batch_sizes"] = sorted({*merged["settings"]["batch_sizes"], batch_size})
+        merged["machine"]["load_average_after"] = result["machine"]["load_average_after"]
+    return merged
+
+
+FFN_KERNEL = "FFN input projection Linear(768, units), 499 frames"
+CONV_KERNEL = "conv layer 1 (kernel 3, stride 2), 1 s of audio"
+POSITIONAL_KERNEL = "positional conv of wav2vec2-base, 1 s of audio"
+ATTENTION_KERNEL = "WavLM-base attention layer, batch 8 × 10 s"
+SHORT_ATTENTION_KERNEL = "WavLM-base attention layer, batch 1 × 10 s"
+
+
+def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> list[dict[str, Any]]:
+    """Wall time of single kernels at the shapes the pruned models use; each group is timed interleaved.
+
+    Groups: the FFN input projection on 10 s of audio with kept units that are or are not multiples of
+    8; the second conv layer at dense and pruned widths; the positional conv of wav2vec2-base and the
+    weight-norm recomputation of its weight inside it; a WavLM-base attention layer (batch 8 × 10 s,
+    relative position bias) as stock code, as the HJPruned layer keeping all heads, and keeping 6.
+    """
+    frames = torch.randn(499, 768)
+    linears = {
+        f"{units} units": nn.Linear(768, units) for units in (3072, 2834, 2832, 2325, 2328, 1757, 1760)
+    }
+    convs = {
+        f"{c} channels": (nn.Conv1d(c, c, 3, stride=2, bias=False), torch.randn(1, c, 3199))
+        for c in (512, 388, 384, 293, 296)
+    }
+    positional = Wav2Vec2ForCTC(
+        Wav2Vec2Config(vocab_size=32, num_hidden_layers=1)
+    ).wav2vec2.encoder.pos_conv_embed
+    hidden = torch.randn(1, 49, 768)
+    torch.manual_seed(0)
+    wavlm = WavLMForCTC(WavLMConfig(vocab_size=32, num_hidden_layers=2)).eval()
+    attention = {
+        "stock, 12 heads": wavlm,
+        "HJPruned, 12 heads": prune_model(wavlm, {}),
+        "HJPruned, 6 heads": prune_model(wavlm, {"heads": [list(range(6))] * 2}),
+    }
+    inputs = {batch_size: torch.randn(batch_size, 499, 768) for batch_size in (8, 1)}
+    with torch.inference_mode():
+        first = wavlm.wavlm.encoder.layers[0].attention
+        biases = {batch_size: first(x)[2] for batch_size, x in inputs.items()}
+
+    def attention_step(model: nn.Module, batch_size: int) -> Callable[[], Any]:
+        layer = model.wavlm.encoder.layers[1].attention
+        return lambda: layer(inputs[batch_size], position_bias=biases[batch_size])
+
+    groups = {
+        FFN_KERNEL: (
+            {name: (lambda layer=layer: layer(frames)) for name, layer in linears.items()},
+            {name: 499 * 768 * layer.out_features for name, layer in linears.items()},
+        ),
+        CONV_KERNEL: (
+            {name: (lambda conv=conv, x=x: conv(x)) for name, (conv, x) in convs.items()},
+            {name: conv.out_channels * conv.in_channels * 3 * 1599 for name, (conv, _) in convs.items()},
+        ),
+        POSITIONAL_KERNEL: (
+            {
+                "whole module": lambda: positional(hidden),
+                "weight-norm recomputation": lambda: positional.conv.weight,
+            },
+            {
+                "whole module": count_macs(Wav2Vec2Config(), 1.0).positional_conv,
+                "weight-norm recomputation": 0,
+            },
+        ),
+        ATTENTION_KERNEL: (
+            {name: attention_step(model, 8) for name, model in attention.items()},
+            {name: 0 for name in attention},
+        ),
+        SHORT_ATTENTION_KERNEL: (
+            {name: attention_step(model, 1) for name, model in attention.items()},
+            {name: 0 for name in attention},
+        ),
+    }
+    rows = []
+    with torch.inference_mode(), intra_op_threads(threads):
+        for group, (steps, macs) in groups.items():
+            timings = interleaved_times(steps, repeats, warmup)
+            for name in steps:
+                median = float(np.median(timings.wall_ms[name]))
+                rows.append(
+                    {
+                        "group": group,
+                        "variant": name,
+                        "median_ms": median,
+                        "gmacs_per_second": macs[name] / median / 1e6 if macs[name] else None,
+                    }
+                )
+    return rows
+
+
+def run_table(plan: Plan, threads: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every experiment of `plan` on both families; returns the JSON document of the table."""
+    started = time.perf_counter()
+    with intra_op_threads(threads) as used_threads:
+        result: dict[str, Any] = {"machine": machine_info(), "threads": used_threads, "plan": asdict(plan)}
+    result["families"] = {}
+    for family in TABLE_MODELS:
+        models = table_models(family, multiples=(1, 8))
+        dense = models["dense"]
+        main = {name: model for name, model in models.items() if "x8" not in name}
+        entry: dict[str, Any] = {
+            "structures": {name: _structure(model, dense) for name, model in models.items()},
+        }
+        log(f"{family}: speedup table")
+        entry["table"] = _bench(main, plan.table, plan.warmup, threads)
+        log(f"{family}: multiples of 8")
+        entry["multiple_of_8"] = _bench(models, plan.multiple_of_8, plan.warmup, threads, memory=False)
+        log(f"{family}: time per part")
+        most = _label(REDUCTIONS[-1])
+        entry["parts"] = [
+            {
+                "batch_size": batch_size,
+                "seconds": seconds,
+                "runs": repeats,
+                "times_ms": part_times(
+                    {"dense": dense, most: models[most]}, batch_size, seconds, repeats, plan.warmup, threads
+                ),
+                "macs": {
+                    name: {k: v * batch_size for k, v in count_macs(models[name], seconds).as_dict().items()}
+                    for name in ("dense", most)
+                },
+            }
+            for batch_size, seconds, repeats in plan.parts
+        ]
+        log(f"{family}: thread counts")
+        entry["threads"] = {
+            str(count): _bench(
+                {"dense": dense, most: models[most]}, plan.threads, plan.warmup, count, memory=False
+            )
+            for count in plan.thread_counts
+        }
+        log(f"{family}: training overhead")
+        batch_size, seconds, repeats = plan.training
+        entry["training_overhead"] = training_overhead(
+            dense,
+            seconds=seconds,
+            batch_size=batch_size,
+            repeats=repeats,
+            warmup=plan.warmup,
+            threads=threads,
+        )
+        result["families"][family] = entry
+    log("kernels")
+    result["kernels"] = kernel_times(plan.kernel_repeats, plan.warmup, threads)
+    result["machine"]["load_average_after"] = list(os.getloadavg())
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+COMMAND = "python -m hf_hjprune.benchmarks.speed_table"
+
+
+def _span(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def _pair_rows(result: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(pair["pruned"], row) for pair in result["pairs"] for row in pair["results"]]
+
+
+def _latency(result: Mapping[str, Any], name: str, batch_size: int, seconds: float) -> dict[str, Any]:
+    for row in result["models"][name]["latency"]:
+        if row["batch_size"] == batch_size and row["seconds"] == seconds:
+            return row
+    raise KeyError((name, batch_size, seconds))
+
+
+def _efficiencies(result: Mapping[str, Any]) -> list[float]:
+    return [
+        row["efficiency"] for family in result["families"].values() for _, row in _pair_rows(family["table"])
+    ]
+
+
+def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
+    """The self-contained markdown report of `run_table`: tables and findings."""
+    machine = result["machine"]
+    load_before, load_after = machine["load_average"], machine["load_average_after"]
+    lines = [
+        "## Measured speedup against MACs (CPU)",
+        "",
+        f"Produced by `{command}` in {result['wall_seconds'] / 60:.1f} minutes on {machine['date'][:10]}: "
+        f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, AVX level {machine['cpu_capability']}), "
+        f"{result['threads']} intra-op threads, torch {machine['torch']}, transformers {machine['transformers']}. "
+        f"1-minute load average {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end "
+        "(other processes shared the machine when it is above the thread count).",
+        "",
+        "Models: wav2vec2-base and WavLM-base shapes (stock `Wav2Vec2Config()` / `WavLMConfig()`, CTC head "
+        "with a vocabulary of 32, random weights), pruned with "
+        "`hf_hjprune.benchmarks.speed_table.structure_for_reduction` to 10%, 30% and 50% fewer MACs on 1 s "
+        "of audio: one pruning level removes the same fraction of the conv channels, heads and FFN units of "
+        "every layer, found by bisection, then `prune_model`. Latency: median wall time of a forward pass "
+        "(`torch.inference_mode()`, random audio) over the timed runs, all models of a family interleaved; "
+        "speedup = dense median / pruned median, MACs ratio = dense MACs / pruned MACs (the ideal speedup, "
+        "`count_macs` at that audio length), efficiency = speedup / MACs ratio; CPU-time efficiency is the same with the process CPU time (all threads) "
+        "instead of wall time, which other processes on the machine barely change at 1 thread (at more "
+        "threads it also counts OpenMP threads spinning while they wait). Peak memory: peak of live "
+        "tensor bytes allocated by PyTorch during the pass beyond what was live before it (activations and "
+        "workspaces; from `torch.profiler` memory events).",
+        "",
+        "### Structures",
+        "",
+    ]
+    header = [
+        "model",
+        "pruned",
+        "conv channels",
+        "heads",
+        "FFN units",
+        "params (M)",
+        "GMACs / s",
+        "CNN",
+        "Transformer",
+    ]
+    rows = []
+    for family, entry in result["families"].items():
+        for name, structure in entry["structures"].items():
+            macs = structure["macs_per_second"]
+            rows.append(
+                [
+                    family,
+                    name,
+                    _span(structure["conv"]),
+                    f"{sum(structure['heads'])} ({_span(structure['heads'])}/layer)",
+                    f"{sum(structure['ffn'])} ({_span(structure['ffn'])}/layer)",
+                    f"{structure['params'] / 1e6:.1f}",
+                    f"{macs['total'] / 1e9:.2f}",
+                    f"{macs['cnn'] / 1e9:.2f}",
+                    f"{macs['transformer'] / 1e9:.2f}",
+                ]
+            )
+    lines += _table(header, rows)
+
+    efficiencies = _efficiencies(result)
+    met = sum(round(e, 2) >= 0.9 for e in efficiencies)
+    lines += [
+        "",
+        "### Speedup against the MACs ratio",
+        "",
+        f"Efficiency of at least 90% in {met} of {len(efficiencies)} configurations; median "
+        f"{np.median(efficiencies):.0%}, range {min(efficiencies):.0%}–{max(efficiencies):.0%}. "
+        "± is the interquartile range of the timed runs.",
+        "",
+    ]
+    header = ["model", "pruned", "batch", "audio (s)", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
+    header += ["efficiency", "CPU-time efficiency", "peak memory (MiB)"]
+    rows = []
+    for family, entry in result["families"].items():
+        table = entry["table"]
+        for name, row in sorted(
+            _pair_rows(table), key=lambda item: (item[1]["batch_size"], item[1]["seconds"])
+        ):
+            dense = _latency(table, "dense", row["batch_size"], row["seconds"])
+            pruned = _latency(table, name, row["batch_size"], row["seconds"])
+            memory = "–"
+            if dense["peak_memory_mib"] is not None:
+                memory = f"{dense['peak_memory_mib']:.0f} → {pruned['peak_memory_mib']:.0f}"
+            rows.append(
+                [
+                    family,
+                    name,
+                    str(row["batch_size"]),
+                    f"{row['seconds']:g}",
+                    f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
+                    f"{pruned['median_ms']:.0f} ± {pruned['iqr_ms']:.0f}",
+                    f"{row['speedup']:.2f}×",
+                    f"{row['macs_ratio']:.2f}×",
+                    f"**{row['efficiency']:.0%}**"
+                    if round(row["efficiency"], 2) < 0.9
+                    else f"{row['efficiency']:.0%}",
+                    f"{row['cpu_speedup'] / row['macs_ratio']:.0%}",
+                    memory,
+                ]
+            )
+    lines += _table(header, rows)
+
+    lines += [
+        "",
+        "### Where the time goes",
+        "",
+        "Median time per part of the forward pass (forward hooks; `other` = LayerNorms, residuals, "
+        "head and Python overhead), dense against the most pruned structure, timed interleaved; "
+        "`time share` / `MACs share` are the part's shares of the dense model.",
+        "",
+    ]
+    header = ["model", "batch", "audio (s)", "part", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
+    header += ["time share", "MACs share"]
+    rows = []
+    for family, entry in result["families"].items():
+        for measured in entry["parts"]:
+            (pruned_name,) = [name for name in measured["times_ms"] if name != "dense"]
+            dense_times, pruned_times = measured["times_ms"]["dense"], measured["times_ms"][pruned_name]
+            dense_macs, pruned_macs = measured["macs"]["dense"], measured["macs"][pruned_name]
+            for part in (*PARTS, "total"):
+                macs_part = "head" if part == "other" else part
+                ratio = (
+                    dense_macs[macs_part] / pruned_macs[macs_part] if pruned_macs[macs_part] else float("nan")
+                )
+                rows.append(
+                    [
+                        f"{family} {pruned_name}",
+                        str(measured["batch_size"]),
+                        f"{measured['seconds']:g}",
+                        part,
+                        f"{dense_times[part]:.1f}",
+                        f"{pruned_times[part]:.1f}",
+                        f"{dense_times[part] / pruned_times[part]:.2f}×",
+                        f"{ratio:.2f}×",
+                        f"{dense_times[part] / dense_times['total']:.1%}",
+                        f"{dense_macs[macs_part] / dense_macs['total']:.1%}",
+                    ]
+                )
+    lines += _table(header, rows)
+
+    lines += [
+        "",
+        "### Kept units rounded to multiples of 8",
+        "",
+        "The same reductions with conv channels and FFN units rounded to multiples of 8 "
+        "(`structure_for_reduction(..., multiple_of=8)`), timed interleaved with the unrounded structures.",
+        "",
+    ]
+    header = [
+        "model",
+        "pruned",
+        "batch",
+        "audio (s)",
+        "efficiency",
+        "efficiency, ×8",
+        "pruned (ms)",
+        "pruned ×8 (ms)",
+    ]
+    rows = []
+    for family, entry in result["families"].items():
+        measured = entry["multiple_of_8"]
+        by_key = {(name, row["batch_size"], row["seconds"]): row for name, row in _pair_rows(measured)}
+        for (name, batch_size, seconds), row in by_key.items():
+            if "x8" in name:
+                continue
+            rounded = by_key[(f"{name} (x8)", batch_size, seconds)]
+            rows.append(
+                [
+                    family,
+                    name,
+                    str(batch_size),
+                    f"{seconds:g}",
+                    f"{row['efficiency']:.0%}",
+                    f"{rounded['efficiency']:.0%}",
+                    f"{row['pruned_median_ms']:.0f}",
+                    f"{rounded['pruned_median_ms']:.0f}",
+                ]
+            )
+    lines += _table(header, rows)
+
+    lines += ["", "### Thread count", ""]
+    header = ["model", "threads", "batch", "audio (s)", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
+    header.append("efficiency")
+    rows = []
+    for family, entry in result["families"].items():
+        for count, measured in entry["threads"].items():
+            for name, row in _pair_rows(measured):
+                rows.append(
+                    [
+                        f"{family} {name}",
+                        count,
+                        str(row["batch_size"]),
+                        f"{row['seconds']:g}",
+                        f"{row['dense_median_ms']:.0f}",
+                        f"{row['pruned_median_ms']:.0f}",
+                        f"{row['speedup']:.2f}×",
+                        f"{row['macs_ratio']:.2f}×",
+                        f"{row['efficiency']:.0%}",
+                    ]
+                )
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "### Kernels",
+        "",
+        "Single kernels at the shapes above, each group timed interleaved (median wall time).",
+        "",
+    ]
+    rows = [
+        [
+            row["group"],
+            row["variant"],
+            f"{row['median_ms']:.2f}",
+            "–" if row["gmacs_per_second"] is None else f"{row['gmacs_per_second']:.1f}",
+        ]
+        for row in result["kernels"]
+    ]
+    lines += _table(["kernel", "variant", "median (ms)", "GMACs / s"], rows)
+    lines += [
+        "",
+        "### Training overhead of the gates",
+        "",
+        'Time of one training step (forward, backward, AdamW) with `HJPruner(model, variant="macs", '
+        "target=0.4)` attached (sampled gates, loss + Lagrangian penalty) against dense fine-tuning of "
+        "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
+        "",
+    ]
+    header = ["model", "batch", "audio (s)", "dense step (ms)", "gated step (ms)", "ratio"]
+    rows = []
+    for family, entry in result["families"].items():
+        overhead = entry["training_overhead"]
+        dense, gated = overhead["dense_step"], overhead["gated_step"]
+        rows.append(
+            [
+                family,
+                str(overhead["batch_size"]),
+                f"{overhead['seconds']:g}",
+                f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
+                f"{gated['median_ms']:.0f} ± {gated['iqr_ms']:.0f}",
+                f"{overhead['ratio']:.2f}×",
+            ]
+        )
+    lines += _table(header, rows)
+    lines += ["", "### Findings", "", findings(result)]
+    return "\n".join(lines) + "\n"
+
+
+def _parts_at(entry: Mapping[str, Any], batch_size: int, seconds: float) -> dict[str, Any]:
+    for measured in entry["parts"]:
+        if (measured["batch_size"], measured["seconds"]) == (batch_size, seconds):
+            return measured
+    raise KeyError((batch_size, seconds))
+
+
+def findings(result: Mapping[str, Any]) -> str:
+    """The findings, with their numbers taken from `result` (the text was written for the full run)."""
+    families = result["families"]
+    w2v2, wavlm = families["wav2vec2-base"], families["wavlm-base"]
+    most = _label(REDUCTIONS[-1])
+    efficiencies = _efficiencies(result)
+    kernels = {(row["group"], row["variant"]): row for row in result["kernels"]}
+
+    first = w2v2["parts"][0]
+    batch_size, seconds = first["batch_size"], first["seconds"]
+    times, macs = first["times_ms"], first["macs"]
+
+    def part_efficiency(part: str) -> float:
+        speedup = times["dense"][part] / times[most][part]
+        return speedup / (macs["dense"][part] / macs[most][part])
+
+    positional = times["dense"]["positional_conv"]
+    without_positional = (
+        (times["dense"]["total"] - positional) / (times[most]["total"] - times[most]["positional_conv"])
+    ) / (
+        (macs["dense"]["total"] - macs["dense"]["positional_conv"])
+        / (macs[most]["total"] - macs[most]["positional_conv"])
+    )
+    total_efficiency = (times["dense"]["total"] / times[most]["total"]) / (
+        macs["dense"]["total"] / macs[most]["total"]
+    )
+    cnn_share_time = times["dense"]["cnn"] / times["dense"]["total"]
+    cnn_share_macs = macs["dense"]["cnn"] / macs["dense"]["total"]
+
+    gains = []
+    for entry in families.values():
+        by_key = {
+            (name, row["batch_size"], row["seconds"]): row for name, row in _pair_rows(entry["multiple_of_8"])
+        }
+        for (name, b, s), row in by_key.items():
+            if "x8" not in name:
+                gains.append(row["pruned_median_ms"] / by_key[(f"{name} (x8)", b, s)]["pruned_median_ms"] - 1)
+
+    def gmacs(group: str, variant: str) -> float:
+        return kernels[(group, variant)]["gmacs_per_second"]
+
+    ffn, conv, positional_group = FFN_KERNEL, CONV_KERNEL, POSITIONAL_KERNEL
+    attention_long, attention_short = ATTENTION_KERNEL, SHORT_ATTENTION_KERNEL
+    long_eff = [
+        row["efficiency"]
+        for _, row in _pair_rows(wavlm["table"])
+        if row["batch_size"] == 8 and row["seconds"] == 10
+    ]
+    memory = {
+        row["peak_memory_mib"]
+        for row in w2v2["table"]["models"]["dense"]["latency"]
+        if row["seconds"] == 1.0 and row["batch_size"] == 1
+    }
+    threads = {count: measured["pairs"][0]["results"][0] for count, measured in w2v2["threads"].items()}
+    one, two = threads.get("1"), threads.get("2")
+
+    text = [
+        f"- **Overall.** With {result['threads']} intra-op thread(s) the pruned models reach a median "
+        f"{np.median(efficiencies):.0%} of the ideal (MACs-ratio) speedup, {sum(round(e, 2) >= 0.9 for e in efficiencies)} "
+        f"of {len(efficiencies)} configurations at or above 90%, the lowest {min(efficiencies):.0%}. The MACs "
+        "ratio assumes that every MAC costs the same time. It does not, and that explains most of the gap: "
+        "parts that are not pruned run slower per MAC than average, so their share of the time grows as the "
+        "rest shrinks, and within the pruned parts the work that is not a MAC shrinks more slowly.",
+        f"- **Positional conv (not pruned).** In wav2vec2-base at batch {batch_size} × {seconds:g} s it is "
+        f"{macs['dense']['positional_conv'] / macs['dense']['total']:.1%} of the MACs but "
+        f"{positional / times['dense']['total']:.1%} of the dense time and "
+        f"{times[most]['positional_conv'] / times[most]['total']:.1%} of the {most} model's: a grouped conv "
+        f"with kernel 128 runs at {gmacs(positional_group, 'whole module'):.0f} GMACs/s (kernels table), and "
+        f"{kernels[(positional_group, 'weight-norm recomputation')]['median_ms']:.1f} ms of its "
+        f"{kernels[(positional_group, 'whole module')]['median_ms']:.1f} ms go to recomputing its weight-norm "
+        "weight (4.7 M parameters) in every forward pass. Leaving it out of both the times and the MACs, the "
+        f"{most} model's efficiency there would be {without_positional:.0%} instead of {total_efficiency:.0%}. "
+        "Folding the weight norm into the weight once for inference "
+        '(`torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")`) removes the recomputation; '
+        f"it is also why every model peaks at {'/'.join(f'{m:.0f}' for m in sorted(memory))} MiB at batch 1 × 1 s: "
+        "the recomputed weight (18 MiB) is the largest tensor of that pass, pruned or not.",
+        f"- **CNN.** At -50% its time falls {times['dense']['cnn'] / times[most]['cnn']:.2f}× for "
+        f"{macs['dense']['cnn'] / macs[most]['cnn']:.2f}× fewer MACs ({part_efficiency('cnn'):.0%}; attention "
+        f"{part_efficiency('attention'):.0%}, FFN {part_efficiency('ffn'):.0%}). Conv MACs fall with the square "
+        "of the kept channels, but the GELU after every conv, the GroupNorm after the first and the first conv "
+        "itself (one input channel, memory-bound) scale linearly with them, and convolutions run slightly "
+        f"slower at narrower widths (conv layer 1: {gmacs(conv, '512 channels'):.1f} GMACs/s at 512 channels, "
+        f"{gmacs(conv, '293 channels'):.1f} at 293). At 1 s the CNN also computes its MACs faster than the "
+        f"Transformer ({cnn_share_macs:.0%} of the MACs in {cnn_share_time:.0%} of the time), so the MACs it "
+        "loses are worth less time than the MACs ratio assumes; pruning it most, as the MACs budget does, "
+        "lowers the efficiency at short inputs.",
+        f"- **GEMM shapes: multiples of 8.** The FFN input projection on 499 frames runs at "
+        f"{gmacs(ffn, '1757 units'):.0f} / {gmacs(ffn, '2325 units'):.0f} / {gmacs(ffn, '2834 units'):.0f} GMACs/s "
+        f"with 1757 / 2325 / 2834 units but {gmacs(ffn, '1760 units'):.0f} / {gmacs(ffn, '2328 units'):.0f} / "
+        f"{gmacs(ffn, '2832 units'):.0f} with 1760 / 2328 / 2832 (dense 3072: {gmacs(ffn, '3072 units'):.0f}): "
+        "output widths that are not a multiple of 8 cost this AVX2 CPU's GEMM a quarter of its speed or so. "
+        "Rounding conv channels and FFN units to multiples of 8 (same MACs within 0.1%) made the pruned models "
+        f"{np.median(gains):.1%} faster in the median ({min(gains):+.1%} to {max(gains):+.1%} over "
+        f"{len(gains)} comparisons; heads are always 64-wide). Worth doing when structures are exported, e.g. "
+        "by rounding the kept counts of the deterministic masks.",
+        f"- **WavLM, long batched audio.** WavLM's efficiency at batch 8 × 10 s is "
+        f"{'/'.join(f'{e:.0%}' for e in long_eff)}. At that shape the HJPruned attention layer keeping all 12 "
+        f"heads takes {kernels[(attention_long, 'HJPruned, 12 heads')]['median_ms']:.0f} ms against "
+        f"{kernels[(attention_long, 'stock, 12 heads')]['median_ms']:.0f} ms for the stock layer with the same "
+        f"MACs (at batch 1: {kernels[(attention_short, 'HJPruned, 12 heads')]['median_ms']:.0f} against "
+        f"{kernels[(attention_short, 'stock, 12 heads')]['median_ms']:.0f} ms). Every pruned layer gathers its "
+        "heads from the shared (batch·12, T, T) relative position bias (a copy), then gates it and adds it to "
+        "the scores in separate passes, where the stock layer gates in one pass and adds the bias inside "
+        "`F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept heads of the (12, T, T) bias before "
+        "it is repeated over the batch and adding it with `torch.baddbmm` (in `modeling_hjpruned_wavlm.py`) "
+        "should recover most of it.",
+    ]
+    if one is not None and two is not None:
+        text.append(
+            f"- **Threads.** Dense wav2vec2-base at batch {one['batch_size']} × {one['seconds']:g} s took "
+            f"{one['dense_median_ms']:.0f} ms with 1 thread and {two['dense_median_ms']:.0f} ms with 2 "
+            f"(efficiency of the {most} model {one['efficiency']:.0%} and {two['efficiency']:.0%}). "
+            + (
+                "With 2 threads and another process busy on this 2-core machine, the OpenMP threads wait "
+                "for each other at every op, which wrecks both latency and efficiency; this is why the "
+                "table uses one thread. Set the thread count to the cores that are actually free."
+                if two["dense_median_ms"] > one["dense_median_ms"]
+                else "Two threads help here; with other processes on the machine they may not."
+            )
+        )
+    ratios = {name: entry["training_overhead"]["ratio"] for name, entry in families.items()}
+    overhead = families["wav2vec2-base"]["training_overhead"]
+    text.append(
+        f"- **Training overhead.** A gated training step (batch {overhead['batch_size']} × "
+        f"{overhead['seconds']:g} s) costs "
+        + " and ".join(f"{ratio:.2f}× ({name})" for name, ratio in ratios.items())
+        + " a dense fine-tuning step: the gates act on weights (a few small tensors per layer), so they "
+        "add little to the forward and backward passes."
+    )
+    text.append(
+        "- **Noise.** Medians of 3–21 interleaved runs on a shared machine: single efficiencies move by a few "
+        "points between runs. The CPU-time efficiency column (process CPU time instead of wall time) is a "
+        "cross-check that other processes barely affect at one thread."
+    )
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few configurations and runs")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="where speed_table.json and .md are written"
+    )
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="only rewrite the .md from the .json in --output-dir"
+    )
+    args = parser.parse_args(argv)
+    json_path, md_path = args.output_dir / "speed_table.json", args.output_dir / "speed_table.md"
+    if args.markdown_only:
+        result = json.loads(json_path.read_text(encoding="utf-8"))
+    else:
+        transformers.logging.disable_progress_bar()
+        started = time.perf_counter()
+
+        def log(message: str) -> None:
+            print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
+
+        result = run_table(QUICK if args.quick else FULL, threads=args.threads, log=log)
+        result["command"] = " ".join(
+            [
+                COMMAND,
+                *(["--quick"] if args.quick else []),
+                *([f"--threads {args.threads}"] if args.threads else []),
+            ]
+        )
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    md_path.write_text(table_markdown(result, result["command"]), encoding="utf-8")
+    print(f"wrote {md_path}" + ("" if args.markdown_only else f" and {json_path}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

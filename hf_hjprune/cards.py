@@ -1,0 +1,604 @@
+"""Model cards of pruned runs, generated from a run folder (never typed by hand).
+
+A card is built from what a training run wrote (`summary.json`, `model/config.json`) and, when
+present, the `hjprune bench` result (`bench.json`): front matter with `model-index` results for the
+Hub, then what was pruned (per-layer structure table and plot), the costs and metrics before and
+after, how to load the model, the recipe that produced it, and its limitations::
+
+    card = make_model_card("outputs/tiny_asr", repo_id="org/tiny-asr")
+    plot_structure(config, "staging/structure.png")  # the image the card shows
+
+The same input always gives the same card (no dates or paths beyond those the run and bench recorded),
+so the zoo can regenerate its cards offline from the summaries it keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers import PretrainedConfig
+
+from .recipes import TINY_PREFIX
+from .structure import FAMILIES
+
+STRUCTURE_PLOT = "structure.png"
+"""File name of the structure plot, next to the card."""
+
+RECIPE_FILE = "recipe.yaml"
+"""File name of the run's full recipe, next to the card."""
+
+PIPELINE_TAGS = {"asr": "automatic-speech-recognition", "slu": "audio-classification"}
+TASK_NAMES = {
+    "asr": "speech recognition (CTC)",
+    "slu": "intent classification (spoken language understanding)",
+}
+FAMILY_NAMES = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "wavlm": "WavLM"}
+VARIANT_TAGS = {
+    "macs": "hj-mac",
+    "sep": "hj-sep",
+    "params": "hj-param",
+    "transformer": "transformer-pruning",
+    "none": "dense",
+}
+VARIANT_NAMES = {
+    "macs": "HJ-MAC (one joint budget on the MACs of the CNN and the Transformer)",
+    "sep": "HJ-Sep (separate MACs budgets for the CNN and the Transformer)",
+    "params": "HJ-Param (one budget on the parameter count)",
+    "transformer": "Transformer-only pruning (heads and FFN units, the earlier-work baseline)",
+    "none": "no pruning (dense fine-tuning)",
+}
+METRICS = {"asr": ("wer", "cer"), "slu": ("accuracy",)}
+METRIC_NAMES = {"wer": "WER", "cer": "CER", "accuracy": "Accuracy"}
+SYNTHETIC_DATASET = "synthetic-espeak-commands"
+# Those of hf_hjprune.data.real, not imported from there: it pulls in `datasets`.
+HUB_DATASETS = {
+    "librispeech": ("openslr/librispeech_asr", "LibriSpeech", "test.clean"),
+    "slurp": ("marcel-gohsen/slurp", "SLURP", "test"),
+}
+
+CITATION = """\
+@inproceedings{peng2023structured,
+  title     = {Structured Pruning of Self-Supervised Pre-trained Models for Speech Recognition and Understanding},
+  author    = {Peng, Yifan and Kim, Kwangyoun and Wu, Felix and Sridhar, Prashant and Watanabe, Shinji},
+  booktitle = {ICASSP 2023},
+  year      = {2023},
+  eprint    = {2302.14132},
+  archivePrefix = {arXiv}
+}"""
+
+
+def _config_dict(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, Any]:
+    return config.to_dict() if isinstance(config, PretrainedConfig) else dict(config)
+
+
+def family_name(config: PretrainedConfig | Mapping[str, Any]) -> str:
+    """`"wav2vec2"`, `"hubert"` or `"wavlm"` for a stock or pruned config (or its `config.json` dict)."""
+    model_type = _config_dict(config).get("model_type", "")
+    family = model_type.removeprefix("hjpruned_")
+    if family not in FAMILIES:
+        raise ValueError(f"unsupported model_type {model_type!r}: expected one of {', '.join(FAMILIES)}")
+    return family
+
+
+def layer_structure(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, list[tuple[int, int]]]:
+    """Per group (`conv`, `heads`, `ffn`), the `(kept, original)` unit counts of every layer."""
+    values = _config_dict(config)
+    layers = values["num_hidden_layers"]
+    heads, ffn = values["num_attention_heads"], values["intermediate_size"]
+    conv = list(values["conv_dim"])
+    return {
+        "conv": list(zip(conv, values.get("original_conv_dim") or conv)),
+        "heads": [(h, heads) for h in values.get("attention_heads_per_layer") or [heads] * layers],
+        "ffn": [(f, ffn) for f in values.get("intermediate_size_per_layer") or [ffn] * layers],
+    }
+
+
+def _fraction(kept: int, original: int) -> str:
+    return f"{kept} / {original} ({kept / original:.0%})" if original else "0 / 0"
+
+
+def structure_table(config: PretrainedConfig | Mapping[str, Any]) -> str:
+    """Markdown tables of the kept units per layer against the original model.
+
+    One table for the CNN feature extractor (output channels per conv layer, with its kernel and
+    stride) and one for the Transformer (attention heads and FFN units per layer), each with a total.
+    """
+    values = _config_dict(config)
+    structure = layer_structure(values)
+    lines = [
+        "| Conv layer | Kernel | Stride | Channels kept / original |",
+        "|---:|---:|---:|---:|",
+    ]
+    for i, ((kept, original), kernel, stride) in enumerate(
+        zip(structure["conv"], values["conv_kernel"], values["conv_stride"])
+    ):
+        lines.append(f"| {i} | {kernel} | {stride} | {_fraction(kept, original)} |")
+    conv_kept, conv_original = (sum(column) for column in zip(*structure["conv"]))
+    lines += [f"| **all** | | | **{_fraction(conv_kept, conv_original)}** |", ""]
+    lines += [
+        "| Transformer layer | Attention heads kept / original | FFN units kept / original |",
+        "|---:|---:|---:|",
+    ]
+    for i, ((h, h0), (f, f0)) in enumerate(zip(structure["heads"], structure["ffn"])):
+        lines.append(f"| {i} | {_fraction(h, h0)} | {_fraction(f, f0)} |")
+    heads_kept, heads_original = (sum(column) for column in zip(*structure["heads"]))
+    ffn_kept, ffn_original = (sum(column) for column in zip(*structure["ffn"]))
+    lines.append(
+        f"| **all** | **{_fraction(heads_kept, heads_original)}** | **{_fraction(ffn_kept, ffn_original)}** |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot_structure(config: PretrainedConfig | Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Save a bar chart of kept vs original units per layer (conv channels, heads, FFN units) as PNG.
+
+    The image is byte-for-byte reproducible for a given matplotlib version (no metadata, Agg canvas).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as err:
+        raise ImportError("the structure plot needs matplotlib: pip install matplotlib") from err
+
+    structure = layer_structure(config)
+    panels = (
+        ("conv", "CNN: channels per conv layer", "conv layer"),
+        ("heads", "Attention heads per layer", "Transformer layer"),
+        ("ffn", "FFN units per layer", "Transformer layer"),
+    )
+    # A canvas of its own: no pyplot, so no global backend state and no GUI.
+    figure = Figure(figsize=(11, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    for ax, (group, title, xlabel) in zip(figure.subplots(1, 3), panels):
+        kept = [k for k, _ in structure[group]]
+        original = [o for _, o in structure[group]]
+        positions = range(len(kept))
+        ax.bar(positions, original, color="#d9d9d9", edgecolor="#7f7f7f", label="original")
+        ax.bar(positions, kept, width=0.6, color="#ff9d00", label="kept")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(list(positions))
+        ax.set_ylim(0, max(original) * 1.08)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.axes[0].legend(loc="upper right", fontsize=8)
+    path = Path(path)
+    figure.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def hub_model_id(model: str) -> str | None:
+    """`model` if it names a Hub repository, None for a `tiny:` spec or a local path."""
+    if model.startswith((TINY_PREFIX, ".", "/", "~")) or Path(model).exists():
+        return None
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return None
+    return model
+
+
+def dataset_info(recipe: Mapping[str, Any]) -> dict[str, str | None]:
+    """The test data of a recipe: `hub_id` (or None), `type`, `name`, `split` and `config` (or None)."""
+    data, options = recipe["data"], recipe.get("data_options") or {}
+    if data == "synthetic":
+        name = "Synthetic eSpeak NG spoken commands"
+        return {"hub_id": None, "type": SYNTHETIC_DATASET, "name": name, "split": "test", "config": None}
+    if data in HUB_DATASETS:
+        hub_id, name, default_split = HUB_DATASETS[data]
+        split = options.get("test_split", default_split)
+        split = split if isinstance(split, str) else split[0]
+        config = options.get("config", "all") if data == "librispeech" else options.get("config")
+        return {"hub_id": hub_id, "type": hub_id, "name": name, "split": split, "config": config}
+    name = f"local data set {Path(data).name}"
+    return {"hub_id": None, "type": "local", "name": name, "split": "test", "config": None}
+
+
+def _si(value: float) -> str:
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {suffix}"
+    return f"{value:.0f}"
+
+
+def _change(before: float, after: float) -> str:
+    return f"{(after - before) / before:+.1%}" if before else "n/a"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _reduction(before: float, after: float) -> float:
+    return 1 - after / before if before else 0.0
+
+
+def _target_text(variant: str, target: Any) -> str:
+    if variant == "none" or target is None:
+        return "none (dense fine-tuning)"
+    if isinstance(target, Mapping):
+        return f"{target['cnn']:.0%} fewer CNN MACs and {target['transformer']:.0%} fewer Transformer MACs"
+    what = "parameters" if variant == "params" else "MACs"
+    return f"{target:.0%} fewer {what}"
+
+
+def _start_model_text(model: str, params_before: float) -> str:
+    if model.startswith(TINY_PREFIX):
+        family = FAMILY_NAMES[model[len(TINY_PREFIX) :]]
+        return (
+            f"a tiny {family}-shaped model built in code with random weights (`{model}`, "
+            f"{_si(params_before)} parameters, no pre-training); there is no base model on the Hub"
+        )
+    hub_id = hub_model_id(model)
+    if hub_id is not None:
+        return f"[`{hub_id}`](https://huggingface.co/{hub_id})"
+    return f"a local checkpoint (`{model}`)"
+
+
+def _eval_results(task: str, metrics: Mapping[str, float], dataset: Mapping[str, Any]) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type=PIPELINE_TAGS[task],
+            dataset_type=dataset["type"],
+            dataset_name=dataset["name"],
+            dataset_config=dataset["config"],
+            dataset_split=dataset["split"],
+            metric_type=metric,
+            metric_name=f"{METRIC_NAMES[metric]} (%)",
+            metric_value=round(100 * metrics[metric], 2),
+        )
+        for metric in METRICS[task]
+    ]
+
+
+def _cost_rows(label: str, cost: Mapping[str, Mapping[str, float]]) -> list[str]:
+    before, after = cost["before"], cost["after"]
+    rows = [
+        f"| {label} | {_si(before['total'])} | {_si(after['total'])} | "
+        f"{_change(before['total'], after['total'])} |"
+    ]
+    for part, name in (("cnn", "CNN"), ("transformer", "Transformer")):
+        share_before, share_after = before[part] / before["total"], after[part] / after["total"]
+        rows.append(
+            f"| &nbsp;&nbsp;{name} | {_si(before[part])} ({share_before:.0%}) | "
+            f"{_si(after[part])} ({share_after:.0%}) | {_change(before[part], after[part])} |"
+        )
+    return rows
+
+
+def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for pair in bench.get("pairs", []):
+        for result in pair["results"]:
+            rows.append(
+                f"| Latency ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
+                f"{result['dense_median_ms']:.1f} ms | {result['pruned_median_ms']:.1f} ms | "
+                f"{result['speedup']:.2f}× faster (MACs ratio {result['macs_ratio']:.2f}×) |"
+            )
+    return rows
+
+
+def _results_section(summary: Mapping[str, Any], task: str, dataset: Mapping[str, Any], bench: Any) -> str:
+    seconds = summary["macs"].get("seconds", 1.0)
+    lines = [
+        "| | Start model (before training) | This model | Change |",
+        "|---|---:|---:|---:|",
+        *_cost_rows("Parameters", summary["params"]),
+        *_cost_rows(f"MACs per {seconds:g} s of audio", summary["macs"]),
+    ]
+    metrics = summary["metrics"]
+    for metric in METRICS[task]:
+        before, after = metrics["before"][metric], metrics["after"][metric]
+        lines.append(
+            f"| {METRIC_NAMES[metric]} on `{dataset['split']}` | {_percent(before)} | "
+            f"{_percent(after)} | {100 * (after - before):+.2f} pts |"
+        )
+    if bench:
+        lines += _latency_rows(bench)
+    lines += [
+        "",
+        f"Parameters and MACs are counted exactly from the per-layer sizes (`hf_hjprune.count_params` / "
+        f"`count_macs`: multiply-accumulates of one forward pass over {seconds:g} s of 16 kHz audio, batch 1, "
+        "task head included; the CNN and Transformer shares in parentheses leave out the head). Metrics are "
+        f'measured on the `{dataset["split"]}` split of {dataset["name"]}. The "before" metrics are those '
+        "of the start model evaluated before this run's training; without a trained task head (a `tiny:` "
+        "model, a pre-trained-only checkpoint) it is at chance level there: the starting point, not a "
+        "trained dense baseline.",
+    ]
+    if bench:
+        from .bench import bench_markdown
+
+        lines += [
+            "",
+            "Latency was measured with `hjprune bench` (median of timed runs; the start model is rebuilt "
+            "with the same task head):",
+            "",
+            "<details><summary>Full benchmark</summary>",
+            "",
+            bench_markdown(bench).rstrip("\n"),
+            "",
+            "</details>",
+        ]
+    return "\n".join(lines)
+
+
+def _usage_section(task: str, model_id: str, pruned: bool) -> str:
+    if task == "asr":
+        auto_class, processor_class = "AutoModelForCTC", "AutoProcessor"
+        decode = ["predicted = logits.argmax(-1)", "print(processor.batch_decode(predicted))"]
+    else:
+        auto_class, processor_class = "AutoModelForAudioClassification", "AutoFeatureExtractor"
+        decode = ["print(model.config.id2label[int(logits.argmax(-1))])"]
+    code = [
+        "import numpy as np",
+        "import torch",
+        *(["import hf_hjprune  # registers the pruned architectures with transformers"] if pruned else []),
+        f"from transformers import {processor_class}, {auto_class}",
+        "",
+        f'model = {auto_class}.from_pretrained("{model_id}")',
+        f'processor = {processor_class}.from_pretrained("{model_id}")',
+        "audio = np.zeros(16000, dtype=np.float32)  # 1 s of 16 kHz mono audio",
+        'inputs = processor(audio, sampling_rate=16000, return_tensors="pt")',
+        "with torch.no_grad():",
+        "    logits = model(**inputs).logits",
+        *decode,
+    ]
+    if not pruned:
+        return "\n".join(
+            [
+                "A stock `transformers` model (nothing was pruned): `hf_hjprune` is not needed.",
+                "",
+                "```python",
+            ]
+            + code
+            + ["```"]
+        )
+    return "\n".join(
+        [
+            "With `hf_hjprune` installed (`pip install hf_hjprune`), importing it registers the pruned "
+            "architectures with the `transformers` Auto classes:",
+            "",
+            "```python",
+            *code,
+            "```",
+            "",
+            "Without `hf_hjprune`, the modeling code shipped in this repository is used "
+            "(read it before running it):",
+            "",
+            "```python",
+            f"from transformers import {auto_class}",
+            "",
+            f'model = {auto_class}.from_pretrained("{model_id}", trust_remote_code=True)',
+            "```",
+            "",
+            "The pruned model is an ordinary `transformers` model whose config lists the kept units per layer "
+            "(`conv_dim`, `attention_heads_per_layer`, `intermediate_size_per_layer`); it can be fine-tuned "
+            "further like any other.",
+        ]
+    )
+
+
+def recipe_yaml(recipe: Mapping[str, Any]) -> str:
+    """A recipe as the YAML file that reproduces the run: `python -m hf_hjprune.train recipe.yaml`."""
+    return yaml.safe_dump(dict(recipe), sort_keys=False, default_flow_style=None, width=100)
+
+
+def _reproduce_section(summary: Mapping[str, Any]) -> str:
+    recipe = summary["recipe"]
+    processes = summary.get("num_processes", 1)
+    launcher = (
+        f"accelerate launch --num_processes {processes} -m hf_hjprune.train"
+        if processes > 1
+        else "python -m hf_hjprune.train"
+    )
+    text = recipe_yaml(recipe)
+    return "\n".join(
+        [
+            f"Trained with `hf_hjprune` for {summary['steps']} steps "
+            f"({_duration(summary['train_seconds'])} on {processes} process{'es' if processes > 1 else ''}) "
+            f"with the recipe below, saved as `{RECIPE_FILE}` (also in this repository):",
+            "",
+            "```bash",
+            f"{launcher} {RECIPE_FILE}",
+            "```",
+            "",
+            "```yaml",
+            text.rstrip("\n"),
+            "```",
+        ]
+    )
+
+
+def _limitations_section(recipe: Mapping[str, Any], task: str) -> str:
+    lines = []
+    if recipe["data"] == "synthetic":
+        lines += [
+            "- **Not useful for real speech.** It was trained and evaluated on a small synthetic corpus of "
+            "spoken commands made with the eSpeak NG formant synthesiser: robotic voices, a small command "
+            "grammar, no noise, no real speakers. Its numbers say nothing about real recordings.",
+        ]
+    if recipe["model"].startswith(TINY_PREFIX):
+        lines += [
+            "- **No pre-training.** The start model is a tiny randomly initialised network, not a "
+            "self-supervised checkpoint; HJ-Pruning was designed for (and reported on) pre-trained "
+            "wav2vec2 / HuBERT / WavLM base models. This model exists to exercise and document the "
+            "pipeline end to end (training, pruning, export, Hub loading), cheaply.",
+        ]
+    if recipe["data"] == "librispeech":
+        lines.append(
+            "- Trained on LibriSpeech (read English audiobooks); expect higher error rates on "
+            "conversational, noisy or accented speech."
+        )
+    if recipe["data"] == "slurp":
+        lines.append("- Trained on SLURP (English commands to a home assistant); the intent set is SLURP's.")
+    lines += [
+        f"- Metrics come from one evaluation on the {dataset_info(recipe)['split']} split; "
+        + ("decoding is greedy CTC without a language model." if task == "asr" else "accuracy is top-1.")
+        + " MACs are counted for a fixed audio length; measured speed depends on the machine.",
+        "- The pruned structure is fixed: further fine-tuning cannot bring removed units back.",
+    ]
+    return "\n".join(lines)
+
+
+def card_from_summary(
+    summary: Mapping[str, Any],
+    config: PretrainedConfig | Mapping[str, Any],
+    *,
+    name: str,
+    model_id: str,
+    bench: Mapping[str, Any] | None = None,
+) -> ModelCard:
+    """The model card of a run, from its summary, the pruned model's config and an optional bench result.
+
+    Args:
+        summary: The run's `summary.json` content.
+        config: The pruned model's config (or its `config.json` content).
+        name: The model's name (`model-index` name and title).
+        model_id: What `from_pretrained` is given in the usage example (a Hub id or a path).
+        bench: An `hjprune bench` result for the (start model, pruned model) pair.
+    """
+    recipe = summary["recipe"]
+    task = recipe["task"]
+    family = family_name(config)
+    variant = summary["variant"]
+    dataset = dataset_info(recipe)
+    base_model = hub_model_id(recipe["model"])
+    data = ModelCardData(
+        model_name=name,
+        base_model=base_model,
+        datasets=[dataset["hub_id"]] if dataset["hub_id"] else None,
+        language=["en"],
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag=PIPELINE_TAGS[task],
+        tags=["hf_hjprune", "hj-pruning", "structured-pruning", "speech", family, VARIANT_TAGS[variant]],
+        metrics=list(METRICS[task]),
+        eval_results=_eval_results(task, summary["metrics"]["after"], dataset),
+    )
+
+    params, macs = summary["params"], summary["macs"]
+    kept = structure_totals(config)
+    reached = (
+        f"{_reduction(macs['before']['total'], macs['after']['total']):.1%} fewer MACs "
+        f"(CNN {_reduction(macs['before']['cnn'], macs['after']['cnn']):.1%}, Transformer "
+        f"{_reduction(macs['before']['transformer'], macs['after']['transformer']):.1%}) and "
+        f"{_reduction(params['before']['total'], params['after']['total']):.1%} fewer parameters"
+    )
+    skipped = sum(sum(reasons.values()) for reasons in (summary.get("skipped_files") or {}).values())
+    body = [
+        f"# {name}",
+        "",
+        f"A {FAMILY_NAMES[family]} model for {TASK_NAMES[task]}, structurally pruned with HJ-Pruning "
+        "([Peng et al., ICASSP 2023](https://arxiv.org/abs/2302.14132)): conv channels of the CNN feature "
+        "extractor, attention heads and FFN units of the Transformer were removed jointly while the model "
+        "was fine-tuned on the task. Made with `hf_hjprune`; this card was generated from the run's summary.",
+        "",
+        f"- **Start model:** {_start_model_text(recipe['model'], params['before']['total'])}",
+        f"- **Task and data:** {TASK_NAMES[task]} on {dataset['name']}, evaluated on its `{dataset['split']}` split",
+        f"- **Pruning variant:** {VARIANT_NAMES[variant]}",
+        f"- **Target:** {_target_text(variant, summary.get('target'))}",
+        f"- **Reached:** {reached}",
+        f"- **Kept units:** {kept['conv'][0]} of {kept['conv'][1]} conv channels, {kept['heads'][0]} of "
+        f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
+    ]
+    if skipped:
+        body.append(f"- **Skipped audio files:** {skipped} (unreadable or too short), see `summary.json`")
+    body += [
+        "",
+        "## Structure",
+        "",
+        "Kept units per layer against the start model:",
+        "",
+        f"![Kept vs original units per layer]({STRUCTURE_PLOT})",
+        "",
+        structure_table(config).rstrip("\n"),
+        "",
+        "## Results",
+        "",
+        _results_section(summary, task, dataset, bench),
+        "",
+        "## How to use",
+        "",
+        _usage_section(task, model_id, pruned=_config_dict(config)["model_type"].startswith("hjpruned_")),
+        "",
+        "## How it was made",
+        "",
+        _reproduce_section(summary),
+        "",
+        "## Limitations",
+        "",
+        _limitations_section(recipe, task),
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """`(summary, config, bench)` of a run folder: `summary.json`, `model/config.json`, `bench.json` or None."""
+    run_dir = Path(run_dir)
+    paths = {"summary": run_dir / "summary.json", "config": run_dir / "model" / "config.json"}
+    for path in paths.values():
+        if not path.is_file():
+            raise ValueError(f"{run_dir} is not a finished run folder: {path} is missing")
+    summary, config = (json.loads(path.read_text(encoding="utf-8")) for path in paths.values())
+    bench_path = run_dir / "bench.json"
+    bench = json.loads(bench_path.read_text(encoding="utf-8")) if bench_path.is_file() else None
+    return summary, config, bench
+
+
+def make_model_card(
+    run_dir: str | os.PathLike, repo_id: str | None = None, bench: Mapping[str, Any] | None = None
+) -> ModelCard:
+    """The model card of a run folder (`summary.json`, `model/`, optional `bench.json`).
+
+    Args:
+        run_dir: A folder written by `hf_hjprune.train`.
+        repo_id: The Hub repository the model goes to; it names the card and the usage example.
+            Without it, the card names the run folder and loads from its `model/` path.
+        bench: An `hjprune bench` result; defaults to the run's `bench.json` when there is one.
+    """
+    summary, config, run_bench = read_run(run_dir)
+    if repo_id is not None:
+        name, model_id = repo_id.split("/")[-1], repo_id
+    else:
+        name, model_id = Path(run_dir).resolve().name, os.fspath(Path(run_dir) / "model")
+    return card_from_summary(summary, config, name=name, model_id=model_id, bench=bench or run_bench)
+
+
+def structure_totals(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per group, `(kept, original)` units summed over the layers."""
+    return {
+        group: (sum(k for k, _ in layers), sum(o for _, o in layers))
+        for group, layers in layer_structure(config).items()
+    }
+
+
+__all__ = [
+    "card_from_summary",
+    "dataset_info",
+    "hub_model_id",
+    "layer_structure",
+    "make_model_card",
+    "plot_structure",
+    "read_run",
+    "recipe_yaml",
+    "structure_table",
+]

@@ -1,0 +1,134 @@
+"""Training data sources in one schema: splits `train`/`validation`/`test` with `audio`, `text`, `intent`.
+
+`audio` is a file path or a `{"bytes", "path"}` dict (decode it with [`load_audio`]); `text` is the
+transcript (ASR), `intent` the intent name (SLU); `speaker` is optional. Nothing is decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value, load_from_disk
+
+from .corpus import SPLITS, build_corpus
+
+SOURCES = ("synthetic", "librispeech", "slurp")
+"""Names accepted by [`load_source`] besides a local directory."""
+
+TASK_COLUMNS = {"asr": ("audio", "text"), "slu": ("audio", "intent")}
+"""The columns each task needs."""
+
+
+def load_source(name_or_path: str | os.PathLike, **options: Any) -> DatasetDict:
+    """Load a data source as a `DatasetDict` with the splits `train`, `validation` and `test`.
+
+    Args:
+        name_or_path: `"synthetic"` (the eSpeak NG spoken-command corpus, built once into a cache
+            directory), `"librispeech"` or `"slurp"` (see `hf_hjprune.data.real`), or a local
+            directory holding `{split}.jsonl` manifests (audio paths relative to the directory) or a
+            `DatasetDict` saved with `save_to_disk`.
+        options: Options of the source. For `"synthetic"`: `num_train`, `num_validation`, `num_test`,
+            `seed` and `cache_dir`; for `"librispeech"` and `"slurp"`: the keyword arguments of their
+            loaders. Local directories take none.
+    """
+    name = os.fspath(name_or_path)
+    if name == "synthetic":
+        return _synthetic(**options)
+    if name in ("librispeech", "slurp"):
+        from . import real  # optional heavy loaders, imported only when asked for
+
+        return getattr(real, f"load_{name}")(**options)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if options:
+            raise ValueError(f"a local dataset directory takes no options, got {sorted(options)}")
+        return _local(path)
+    raise ValueError(
+        f"unknown data source {name!r}: expected one of {', '.join(SOURCES)} or an existing directory "
+        "with {split}.jsonl manifests or a save_to_disk DatasetDict"
+    )
+
+
+def check_columns(dataset: DatasetDict, task: str) -> None:
+    """Raise a `ValueError` naming the missing column if a split lacks a column that `task` needs."""
+    for split in SPLITS:
+        columns = dataset[split].column_names
+        missing = [column for column in TASK_COLUMNS[task] if column not in columns]
+        if missing:
+            raise ValueError(
+                f"the {split} split has no {', '.join(map(repr, missing))} column, which the {task} task "
+                f"needs; available columns: {columns}"
+            )
+
+
+def _default_cache_dir() -> Path:
+    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(hf_home).expanduser() / "hf_hjprune"
+
+
+def _synthetic(
+    num_train: int = 2000,
+    num_validation: int = 200,
+    num_test: int = 300,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    # One directory per size and seed: build_corpus replaces a corpus built with other parameters.
+    corpus_dir = root / f"synthetic-seed{seed}-{num_train}-{num_validation}-{num_test}"
+    corpus = build_corpus(
+        corpus_dir, seed=seed, num_train=num_train, num_validation=num_validation, num_test=num_test
+    )
+    return _common_schema(corpus)
+
+
+def _local(path: Path) -> DatasetDict:
+    if (path / "dataset_dict.json").is_file():
+        dataset = load_from_disk(str(path))
+        if not isinstance(dataset, DatasetDict):
+            raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with train/validation/test")
+    else:
+        manifests = {split: path / f"{split}.jsonl" for split in SPLITS}
+        if not any(manifest.is_file() for manifest in manifests.values()):
+            raise ValueError(
+                f"{path} is neither a save_to_disk DatasetDict nor a folder of {{split}}.jsonl manifests"
+            )
+        dataset = DatasetDict(
+            {split: _read_manifest(manifest) for split, manifest in manifests.items() if manifest.is_file()}
+        )
+    missing = [split for split in SPLITS if split not in dataset]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)} split; found {sorted(dataset)}")
+    return _common_schema(DatasetDict({split: dataset[split] for split in SPLITS}))
+
+
+def _read_manifest(manifest: Path) -> Dataset:
+    with open(manifest, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for row in rows:
+        if isinstance(row.get("audio"), str) and not os.path.isabs(row["audio"]):
+            row["audio"] = str(manifest.parent.resolve() / row["audio"])
+    return Dataset.from_list(rows)
+
+
+def _common_schema(dataset: DatasetDict) -> DatasetDict:
+    """Undecoded audio and intent names instead of class ids."""
+    splits = {}
+    for split, data in dataset.items():
+        if isinstance(data.features.get("audio"), Audio):
+            data = data.cast_column("audio", Audio(decode=False))
+        if isinstance(data.features.get("intent"), ClassLabel):
+            features = data.features.copy()
+            features["intent"] = Value("string")
+            data = data.map(
+                _intent_names, batched=True, features=features, fn_kwargs={"label": data.features["intent"]}
+            )
+        splits[split] = data
+    return DatasetDict(splits)
+
+
+def _intent_names(batch: dict[str, list], label: ClassLabel) -> dict[str, list[str]]:
+    return {"intent": label.int2str(batch["intent"])}

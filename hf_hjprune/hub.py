@@ -1,0 +1,154 @@
+"""Push a training run to the Hugging Face Hub as a model repository: `hjprune push`.
+
+    hjprune push outputs/tiny_asr --repo-id my-org/tiny-wav2vec2-hjmac40
+
+One commit uploads everything a user of the model needs: the run's `model/` folder (weights, config,
+remote code, processor files), the generated model card (`README.md`) with its structure plot
+(`structure.png`), the full recipe (`recipe.yaml`), and the run's `summary.json` and `bench.json`.
+The files are staged in a temporary folder: the run folder is only read. The repository then holds
+exactly these files; pushing a changed run again makes a new commit (and removes files that the run
+no longer has), pushing an unchanged run makes none.
+
+The endpoint and token come from the usual `huggingface_hub` settings (`HF_ENDPOINT`, `HF_TOKEN`,
+`hf auth login`) unless given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from .cards import RECIPE_FILE, STRUCTURE_PLOT, make_model_card, plot_structure, read_run, recipe_yaml
+
+DEFAULT_REVISION = "main"
+NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+
+
+class PushError(RuntimeError):
+    """A push that could not be done; the message says why and names the repository."""
+
+
+def stage_run(run_dir: str | os.PathLike, folder: str | os.PathLike, repo_id: str | None = None) -> list[str]:
+    """Write the files of a run's Hub repository into `folder`; returns their paths in the repo.
+
+    `model/` is copied to the top level, next to the generated `README.md`, `structure.png` and
+    `recipe.yaml` and the run's `summary.json` (and `bench.json` when there is one).
+    """
+    run_dir, folder = Path(run_dir), Path(folder)
+    summary, config, bench = read_run(run_dir)
+    shutil.copytree(run_dir / "model", folder, dirs_exist_ok=True)
+    make_model_card(run_dir, repo_id=repo_id, bench=bench).save(folder / "README.md")
+    plot_structure(config, folder / STRUCTURE_PLOT)
+    (folder / RECIPE_FILE).write_text(recipe_yaml(summary["recipe"]), encoding="utf-8")
+    for name in ("summary.json", "bench.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, folder / name)
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def push_run(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    endpoint: str | None = None,
+    private: bool = False,
+    revision: str = DEFAULT_REVISION,
+    commit_message: str | None = None,
+) -> str:
+    """Create `repo_id` if needed and upload a run folder to it in one commit; returns the commit URL.
+
+    Args:
+        run_dir: A folder written by `hf_hjprune.train` (`summary.json`, `model/`, optional `bench.json`).
+        repo_id: `org/name` of the model repository.
+        token: A token with write access; default: `HF_TOKEN` or the one saved by `hf auth login`.
+        endpoint: The Hub URL; default: `HF_ENDPOINT` or https://huggingface.co.
+        private: Create the repository private (an existing repository keeps its visibility).
+        revision: The branch to commit to (created from `main` when missing).
+        commit_message: Default: "Upload <name> (hf_hjprune)".
+
+    Raises:
+        PushError: Not a run folder, invalid repo id or no token (before any request), or the Hub
+            refused or failed the push (with the HTTP status). The run folder is never modified.
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise PushError(f"invalid repo id {repo_id!r}: {err}") from err
+    if "/" not in repo_id:
+        raise PushError(f"repo id {repo_id!r} needs a namespace: ORG/NAME or USER/NAME")
+    try:
+        read_run(run_dir)
+    except ValueError as err:
+        raise PushError(str(err)) from err
+    token = token or get_token()
+    if not token:
+        raise PushError(NO_TOKEN)
+
+    api = HfApi(endpoint=endpoint, token=token)
+    message = commit_message or f"Upload {repo_id.split('/')[-1]} (hf_hjprune)"
+    with tempfile.TemporaryDirectory(prefix="hjprune-push-") as staging:
+        stage_run(run_dir, staging, repo_id)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision != DEFAULT_REVISION:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                revision=revision,
+                commit_message=message,
+                delete_patterns="*",
+            )
+        except HfHubHTTPError as err:
+            raise PushError(_http_error_message(err, repo_id)) from err
+        except httpx.TransportError as err:
+            raise PushError(f"could not reach the Hub at {api.endpoint} to push {repo_id}: {err}") from err
+    return info.commit_url
+
+
+def _http_error_message(err: HfHubHTTPError, repo_id: str) -> str:
+    status = err.response.status_code if err.response is not None else None
+    detail = f": {err.server_message}" if err.server_message else ""
+    if status in (401, 403):
+        return (
+            f"the Hub refused the push to {repo_id} (HTTP {status}){detail}; check that your token is valid "
+            "and has write access to that namespace"
+        )
+    if status is not None and status >= 500:
+        return f"the Hub failed while pushing to {repo_id} (HTTP {status}){detail}; try again later"
+    return f"pushing to {repo_id} failed (HTTP {status}){detail}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `hjprune push`."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder (summary.json, model/)")
+    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the model repository")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", default=DEFAULT_REVISION, help="branch to commit to (default: main)")
+    parser.add_argument("--commit-message", help="default: 'Upload NAME (hf_hjprune)'")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Push the run named on the command line; prints the commit URL."""
+    try:
+        url = push_run(
+            args.run_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+        )
+    except PushError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(url)
+    return 0

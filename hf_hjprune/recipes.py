@@ -1,0 +1,215 @@
+"""Training recipes: one typed, validated dataclass per run, read from YAML.
+
+A recipe is a YAML mapping of [`Recipe`] fields. It is loaded by name (the files shipped in
+`hf_hjprune/recipes/`) or from a path, then overridden with `key=value` strings, where the value is
+YAML and a dotted key reaches into a mapping field::
+
+    load_recipe("tiny_asr", ["max_steps=50", "target=0.3", "data_options.num_train=64"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+TASKS = ("asr", "slu")
+VARIANTS = ("none", "macs", "sep", "params", "transformer")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TINY_PREFIX = "tiny:"
+TINY_FAMILIES = ("wav2vec2", "hubert", "wavlm")
+
+
+@dataclass
+class Recipe:
+    """Everything one training run needs. Steps count optimizer updates.
+
+    Attributes:
+        task: `"asr"` (CTC on `text`) or `"slu"` (utterance classification of `intent`).
+        model: A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned),
+            or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small randomly initialised model.
+        model_config: Config attributes to override (for `tiny:` models, their sizes).
+        data: A data source of `hf_hjprune.data.sources.load_source`.
+        data_options: Keyword options of that source.
+        cache_audio: Keep decoded audio in memory (small corpora only); otherwise decode on access.
+        group_by_length: Batch utterances of similar lengths (shuffled groups of 50 batches).
+        variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
+        target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
+        prune_blocks: Also gate whole attention and FFN blocks.
+        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up and the
+            pruning target ramps up from 0.
+        warmup_steps: The same in steps; overrides `warmup_ratio` when set.
+        seconds: Audio length for MACs counts (attention cost grows with its square).
+        max_steps: Number of optimizer updates.
+        batch_size: Utterances per batch and process.
+        eval_batch_size: The same for evaluation (default: `batch_size`).
+        gradient_accumulation_steps: Batches per optimizer update.
+        learning_rate: Peak learning rate of the model weights (linear warm-up and decay).
+        gate_learning_rate: Constant learning rate of the gate logits.
+        lambda_learning_rate: Constant learning rate (ascent) of the Lagrange multipliers.
+        weight_decay: AdamW weight decay of the model weights.
+        max_grad_norm: Gradient clipping of the model weights.
+        eval_steps: Evaluate on validation every this many steps (0: only at the end).
+        checkpoint_steps: Save a resumable checkpoint every this many steps (0: never).
+        keep_checkpoints: How many of the latest checkpoints to keep (0: all).
+        log_steps: Log training metrics every this many steps.
+        seed: Seed of initialisation, data order, gate sampling and dropout.
+        mixed_precision: `"no"`, `"fp16"` or `"bf16"` (passed to `accelerate.Accelerator`).
+        num_workers: DataLoader worker processes.
+        output_dir: Where metrics, checkpoints, the final model and `summary.json` go.
+    """
+
+    task: str = "asr"
+    model: str = "tiny:wav2vec2"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    data: str = "synthetic"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    cache_audio: bool = False
+    group_by_length: bool = True
+    variant: str = "macs"
+    target: float | dict[str, float] = 0.4
+    prune_blocks: bool = False
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None
+    seconds: float = 1.0
+    max_steps: int = 1000
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    gate_learning_rate: float = 2e-2
+    lambda_learning_rate: float = 2e-2
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_steps: int = 0
+    checkpoint_steps: int = 0
+    keep_checkpoints: int = 0
+    log_steps: int = 10
+    seed: int = 0
+    mixed_precision: str = "no"
+    num_workers: int = 0
+    output_dir: str = "outputs/run"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        for name, choices in (("task", TASKS), ("variant", VARIANTS), ("mixed_precision", MIXED_PRECISION)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.model.startswith(TINY_PREFIX) and self.model[len(TINY_PREFIX) :] not in TINY_FAMILIES:
+            raise ValueError(
+                f"model {self.model!r}: tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}"
+            )
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(
+                f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
+            )
+        if self.seconds <= 0:
+            raise ValueError(f"seconds must be positive, got {self.seconds}")
+        if isinstance(self.target, dict) and self.variant != "sep":
+            raise ValueError(f"a {{cnn, transformer}} target is for the 'sep' variant, not {self.variant!r}")
+
+    @property
+    def num_warmup_steps(self) -> int:
+        """`warmup_steps`, or `warmup_ratio` of `max_steps`."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return round(self.warmup_ratio * self.max_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
+        """A recipe from a mapping; unknown keys are an error naming the known ones."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must be a mapping of recipe fields, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown recipe key(s) {unknown} in {source}; known keys: {', '.join(known)}")
+        return cls(**values)
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """Load a shipped recipe by name, or a YAML file, and apply `key=value` overrides.
+
+    Raises:
+        ValueError: Unknown recipe name (the message lists the shipped ones), unknown key, or a
+            value of the wrong type or out of range.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown recipe {os.fspath(name_or_path)!r}: not a YAML file, nor one of the shipped "
+                f"recipes: {', '.join(available_recipes())}"
+            )
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of recipe fields")
+    for override in overrides:
+        apply_override(values, override)
+    return Recipe.from_dict(values, source=str(path))
+
+
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Apply one `key=value` (or `mapping_key.sub_key=value`) override to recipe values in place."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {override!r} is not of the form key=value")
+    value = yaml.safe_load(text) if text.strip() else None
+    *parents, leaf = key.strip().split(".")
+    target = values
+    for parent in parents:
+        if not isinstance(target.get(parent), dict):
+            target[parent] = {}
+        target = target[parent]
+    target[leaf] = value
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field's type hint, converting ints and numeric strings to floats."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)  # YAML reads 2e-4 (no dot) as a string
+            except ValueError:
+                continue
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
+        if origin in (int, str, bool) and type(value) is origin:
+            return value
+    expected = " or ".join(getattr(option, "__name__", str(option)) for option in options)
+    raise ValueError(f"{name} must be {expected}, got {value!r}")

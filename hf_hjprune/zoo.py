@@ -1,0 +1,517 @@
+"""The model zoo: an index of pruned models, their cards and a leaderboard: `hjprune zoo`.
+
+`model_cards/zoo.json` is the index. Each entry names a model (`name`, `repo_id`), what it is
+(`family`, `task`, `data`, `start_model`, `base_model`, `variant`, `target`), how it is trained
+(`recipe`, `overrides`, `command`) and its `status`: `"trained"` entries also carry their key numbers
+(`metrics`, `params`, `macs` before/after with the CNN share) and the run's `summary`, pruned model
+`config` and `bench` result, so that everything below is regenerated offline from the index alone::
+
+    hjprune zoo build            # model_cards/LEADERBOARD.md and model_cards/<name>/{README.md,structure.png}
+    hjprune zoo build --check    # exit 1 if the committed files differ from what the index gives
+    hjprune zoo add outputs/zoo/tiny-hubert-synthetic-asr-hjmac40 --name tiny-hubert-synthetic-asr-hjmac40
+    hjprune zoo train            # train the synthetic entries with the shipped recipes, then add them
+
+The planned entries (`planned_entries`) are always in the index: one tiny model per family trained on
+the synthetic corpus (cheap enough for any machine), and the paper-scale models (wav2vec2 / HuBERT /
+WavLM base on LibriSpeech and SLURP at 10-50% fewer MACs), listed "not trained yet" without numbers
+until a run is added. The build is deterministic: the same index gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cards import (
+    FAMILY_NAMES,
+    METRIC_NAMES,
+    METRICS,
+    STRUCTURE_PLOT,
+    VARIANT_TAGS,
+    card_from_summary,
+    family_name,
+    hub_model_id,
+    plot_structure,
+    read_run,
+)
+
+DEFAULT_ZOO_DIR = Path("model_cards")
+DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
+INDEX_FILE = "zoo.json"
+LEADERBOARD_FILE = "LEADERBOARD.md"
+CARD_FILES = ("README.md", STRUCTURE_PLOT)
+ORGANIZATION = "hf-hjprune"
+"""Namespace of the zoo's repository ids."""
+
+TRAINED, NOT_TRAINED = "trained", "not trained yet"
+TINY_STEPS = 200
+PAPER_MODELS = {
+    "wav2vec2": "facebook/wav2vec2-base",
+    "hubert": "facebook/hubert-base-ls960",
+    "wavlm": "microsoft/wavlm-base",
+}
+PAPER_DATA = {"librispeech": "asr", "slurp": "slu"}
+PAPER_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
+DATA_NAMES = {"synthetic": "synthetic (eSpeak NG)", "librispeech": "LibriSpeech", "slurp": "SLURP"}
+TASK_TITLES = {"asr": "Speech recognition (CTC)", "slu": "Intent classification (SLU)"}
+RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench")
+
+
+def _entry(
+    name: str,
+    family: str,
+    task: str,
+    data: str,
+    start_model: str,
+    target: float,
+    recipe: str,
+    overrides: list[str],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "repo_id": f"{ORGANIZATION}/{name}",
+        "status": NOT_TRAINED,
+        "family": family,
+        "task": task,
+        "data": data,
+        "start_model": start_model,
+        "base_model": hub_model_id(start_model),
+        "variant": "macs",
+        "target": target,
+        "recipe": recipe,
+        "overrides": overrides,
+        "command": train_command(recipe, overrides, name),
+        **dict.fromkeys(RESULT_KEYS),
+    }
+
+
+def train_command(recipe: str, overrides: Sequence[str], name: str) -> str:
+    """The shell command that trains a zoo entry into `outputs/zoo/<name>`."""
+    sets = "".join(f" --set {override}" for override in overrides)
+    return f"python -m hf_hjprune.train {recipe}{sets} --output-dir {DEFAULT_OUTPUT_ROOT / name}"
+
+
+def planned_entries() -> list[dict[str, Any]]:
+    """The zoo's planned models, untrained: the synthetic tiny ones, then the paper-scale ones."""
+    entries = [
+        _entry(
+            f"tiny-{family}-synthetic-asr-hjmac40",
+            family,
+            "asr",
+            "synthetic",
+            f"tiny:{family}",
+            0.4,
+            "tiny_asr",
+            [f"model=tiny:{family}", f"max_steps={TINY_STEPS}", "eval_steps=50"],
+        )
+        for family in FAMILY_NAMES
+    ]
+    for data, task in PAPER_DATA.items():
+        for family, model in PAPER_MODELS.items():
+            for target in PAPER_TARGETS:
+                entries.append(
+                    _entry(
+                        f"{family}-base-{data}-hjmac{round(100 * target)}",
+                        family,
+                        task,
+                        data,
+                        model,
+                        target,
+                        f"{family}_base_{data}_hjmac",
+                        [f"target={target}"],
+                    )
+                )
+    return entries
+
+
+def load_index(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> dict[str, Any]:
+    """The zoo index of `zoo_dir/zoo.json` (the planned entries alone if it does not exist yet).
+
+    Planned entries missing from the file are appended, so the index always lists them.
+    """
+    path = Path(zoo_dir) / INDEX_FILE
+    index = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"entries": []}
+    entries = index.get("entries")
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a mapping with an 'entries' list")
+    names = [entry["name"] for entry in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate entry names {sorted({n for n in names if names.count(n) > 1})}")
+    entries += [entry for entry in planned_entries() if entry["name"] not in names]
+    for entry in entries:
+        if entry["status"] not in (TRAINED, NOT_TRAINED):
+            raise ValueError(f"{path}: entry {entry['name']!r} has unknown status {entry['status']!r}")
+    return {"entries": entries}
+
+
+def save_index(index: Mapping[str, Any], zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> Path:
+    """Write `zoo_dir/zoo.json` (stable formatting: the same index gives the same bytes)."""
+    path = Path(zoo_dir) / INDEX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _costs(cost: Mapping[str, float]) -> dict[str, float]:
+    return {
+        "total": cost["total"],
+        "cnn": cost["cnn"],
+        "transformer": cost["transformer"],
+        "cnn_share": cost["cnn"] / cost["total"],
+    }
+
+
+def entry_from_run(
+    run_dir: str | os.PathLike,
+    name: str,
+    repo_id: str | None = None,
+    planned: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A trained zoo entry from a run folder; `planned` is the entry it fills in, if any.
+
+    Raises:
+        ValueError: The run is not what the planned entry describes (family, task, data, variant or target).
+    """
+    summary, config, bench = read_run(run_dir)
+    recipe = summary["recipe"]
+    facts = {
+        "family": family_name(config),
+        "task": recipe["task"],
+        "data": recipe["data"] if recipe["data"] in DATA_NAMES else Path(recipe["data"]).name,
+        "start_model": recipe["model"],
+        "variant": summary["variant"],
+        "target": summary["target"],
+    }
+    if planned is not None:
+        # The start model may differ: a planned entry can be trained from another checkpoint.
+        checked = ("family", "task", "data", "variant", "target")
+        wrong = {key: (facts[key], planned[key]) for key in checked if facts[key] != planned[key]}
+        if wrong:
+            details = ", ".join(f"{key} is {run!r}, not {plan!r}" for key, (run, plan) in wrong.items())
+            raise ValueError(f"{run_dir} does not match the zoo entry {name!r}: {details}")
+    task = facts["task"]
+    metrics = summary["metrics"]
+    return {
+        "name": name,
+        "repo_id": repo_id or (planned["repo_id"] if planned else f"{ORGANIZATION}/{name}"),
+        "status": TRAINED,
+        **facts,
+        "base_model": hub_model_id(recipe["model"]),
+        "recipe": planned["recipe"] if planned else None,
+        "overrides": planned["overrides"] if planned else [],
+        "command": planned["command"] if planned else None,
+        "metrics": {m: {"before": metrics["before"][m], "after": metrics["after"][m]} for m in METRICS[task]},
+        "params": {when: _costs(summary["params"][when]) for when in ("before", "after")},
+        "macs": {
+            "seconds": summary["macs"].get("seconds", 1.0),
+            **{when: _costs(summary["macs"][when]) for when in ("before", "after")},
+        },
+        "summary": summary,
+        "config": config,
+        "bench": bench,
+    }
+
+
+def add_run(
+    run_dir: str | os.PathLike,
+    name: str,
+    repo_id: str | None = None,
+    zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR,
+) -> dict[str, Any]:
+    """Add or update the trained entry `name` from a run folder, then rebuild the zoo; returns the entry."""
+    index = load_index(zoo_dir)
+    entries = index["entries"]
+    position = next((i for i, entry in enumerate(entries) if entry["name"] == name), None)
+    planned = entries[position] if position is not None else None
+    entry = entry_from_run(run_dir, name, repo_id, planned)
+    if position is None:
+        entries.append(entry)
+    else:
+        entries[position] = entry
+    save_index(index, zoo_dir)
+    build_zoo(zoo_dir)
+    return entry
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _si(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= factor:
+            return f"{value / factor:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _before_after(before: float, after: float, percent: bool = False) -> str:
+    if percent:
+        return f"{100 * before:.1f} → **{100 * after:.1f}**"
+    return f"{_si(before)} → **{_si(after)}** ({(after - before) / before:+.0%})"
+
+
+def _target(entry: Mapping[str, Any]) -> str:
+    target = entry["target"]
+    if isinstance(target, Mapping):
+        return f"CNN {target['cnn']:.0%}, Transformer {target['transformer']:.0%}"
+    return "–" if target is None else f"{target:.0%}"
+
+
+def _model_cell(entry: Mapping[str, Any]) -> str:
+    return f"[{entry['name']}]({entry['name']}/README.md)<br>`{entry['repo_id']}`"
+
+
+def _start_cell(entry: Mapping[str, Any]) -> str:
+    return f"`{entry['base_model']}`" if entry["base_model"] else f"`{entry['start_model']}` (random init)"
+
+
+def _trained_table(task: str, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    first = METRICS[task][0]
+    descending = first == "accuracy"
+    entries = sorted(
+        entries,
+        key=lambda e: (
+            -e["metrics"][first]["after"] if descending else e["metrics"][first]["after"],
+            e["name"],
+        ),
+    )
+    metric_headers = [f"{METRIC_NAMES[m]} % before → after" for m in METRICS[task]]
+    header = ["Model", "Family", "Start model", "Data", "Variant", "Target", *metric_headers]
+    header += ["Params", "MACs", "CNN share of MACs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for e in entries:
+        macs = e["macs"]
+        cells = [
+            _model_cell(e),
+            FAMILY_NAMES[e["family"]],
+            _start_cell(e),
+            DATA_NAMES.get(e["data"], e["data"]),
+            VARIANT_TAGS[e["variant"]],
+            _target(e),
+            *(
+                _before_after(e["metrics"][m]["before"], e["metrics"][m]["after"], percent=True)
+                for m in METRICS[task]
+            ),
+            _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
+            f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
+            f"{macs['before']['cnn_share']:.0%} → {macs['after']['cnn_share']:.0%}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def leaderboard_markdown(index: Mapping[str, Any]) -> str:
+    """`LEADERBOARD.md`: trained models per task, best first, then the models not trained yet."""
+    entries = index["entries"]
+    trained = [e for e in entries if e["status"] == TRAINED]
+    lines = [
+        "# hf_hjprune model zoo",
+        "",
+        "Speech models structurally pruned with HJ-Pruning ([arXiv 2302.14132](https://arxiv.org/abs/2302.14132)). "
+        "Generated by `hjprune zoo build` from [`zoo.json`](zoo.json): do not edit by hand.",
+        "",
+        "Metrics are on each data set's test split, before (the start model, before training) → after "
+        "(the pruned model). Params and MACs include the task head; MACs are those of one forward pass "
+        "over the given length of 16 kHz audio, batch 1. Models trained on the synthetic corpus from random initialisation only exercise the "
+        "pipeline: they are not useful for real speech.",
+    ]
+    for task, title in TASK_TITLES.items():
+        rows = [e for e in trained if e["task"] == task]
+        lines += ["", f"## {title}", ""]
+        lines += _trained_table(task, rows) if rows else ["No trained model yet."]
+    planned = [e for e in entries if e["status"] == NOT_TRAINED]
+    if planned:
+        header = ["Model", "Family", "Start model", "Data", "Task", "Variant", "Target", "Command"]
+        lines += [
+            "",
+            "## Not trained yet",
+            "",
+            "Planned; no numbers until a run is added with `hjprune zoo add`.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" for _ in header) + "|",
+        ]
+        for e in planned:
+            cells = [
+                f"{e['name']}<br>`{e['repo_id']}`",
+                FAMILY_NAMES[e["family"]],
+                _start_cell(e),
+                DATA_NAMES.get(e["data"], e["data"]),
+                e["task"].upper(),
+                VARIANT_TAGS[e["variant"]],
+                _target(e),
+                f"`{e['command']}`" if e["command"] else "–",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
+    """Write `zoo.json`, `LEADERBOARD.md` and every trained entry's card and plot; returns their paths."""
+    folder = Path(folder)
+    written = [save_index(index, folder), folder / LEADERBOARD_FILE]
+    written[1].write_text(leaderboard_markdown(index), encoding="utf-8")
+    for entry in index["entries"]:
+        if entry["status"] != TRAINED:
+            continue
+        card_dir = folder / entry["name"]
+        card_dir.mkdir(parents=True, exist_ok=True)
+        card = card_from_summary(
+            entry["summary"],
+            entry["config"],
+            name=entry["name"],
+            model_id=entry["repo_id"],
+            bench=entry["bench"],
+        )
+        card.save(card_dir / "README.md")
+        written += [card_dir / "README.md", plot_structure(entry["config"], card_dir / STRUCTURE_PLOT)]
+    return sorted(path.relative_to(folder).as_posix() for path in written)
+
+
+def _generated_files(zoo_dir: Path) -> list[str]:
+    """Files in `zoo_dir` that a build writes or may have written (stale cards included)."""
+    found = [name for name in (INDEX_FILE, LEADERBOARD_FILE) if (zoo_dir / name).is_file()]
+    for card_dir in sorted(p for p in zoo_dir.iterdir() if p.is_dir()) if zoo_dir.is_dir() else []:
+        found += [f"{card_dir.name}/{name}" for name in CARD_FILES if (card_dir / name).is_file()]
+    return found
+
+
+def build_zoo(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> list[str]:
+    """Regenerate the zoo in `zoo_dir` from its `zoo.json`; removes the cards of entries no longer trained."""
+    zoo_dir = Path(zoo_dir)
+    written = write_zoo(load_index(zoo_dir), zoo_dir)
+    for stale in sorted(set(_generated_files(zoo_dir)) - set(written)):
+        (zoo_dir / stale).unlink()
+        if not any((zoo_dir / stale).parent.iterdir()):
+            (zoo_dir / stale).parent.rmdir()
+    return written
+
+
+def check_zoo(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> list[str]:
+    """Differences between `zoo_dir` and a fresh build of its index: `"changed: PATH"`, `"missing: ..."`, `"stale: ..."`."""
+    zoo_dir = Path(zoo_dir)
+    with tempfile.TemporaryDirectory(prefix="hjprune-zoo-") as fresh:
+        expected = write_zoo(load_index(zoo_dir), fresh)
+        problems = [
+            f"missing: {path}" if not (zoo_dir / path).is_file() else f"changed: {path}"
+            for path in expected
+            if not (zoo_dir / path).is_file()
+            or not filecmp.cmp(Path(fresh, path), zoo_dir / path, shallow=False)
+        ]
+    problems += [f"stale: {path}" for path in _generated_files(zoo_dir) if path not in expected]
+    return problems
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def train_zoo(
+    names: Iterable[str] | None = None,
+    zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR,
+    output_root: str | os.PathLike = DEFAULT_OUTPUT_ROOT,
+) -> list[dict[str, Any]]:
+    """Train zoo entries with their recipes, add each run to the zoo; returns the new entries.
+
+    Args:
+        names: The entries to train; default: every entry on the synthetic corpus.
+        zoo_dir: The zoo folder.
+        output_root: Runs go to `output_root/<name>`.
+
+    Raises:
+        ValueError: An unknown name, or an entry whose recipe is not shipped.
+    """
+    from .recipes import available_recipes, load_recipe
+    from .train import train
+
+    entries = {entry["name"]: entry for entry in load_index(zoo_dir)["entries"]}
+    names = list(names) if names is not None else [n for n, e in entries.items() if e["data"] == "synthetic"]
+    unknown = [name for name in names if name not in entries]
+    if unknown:
+        raise ValueError(f"unknown zoo entries {unknown}; known: {', '.join(entries)}")
+    shipped = available_recipes()
+    missing = [name for name in names if entries[name]["recipe"] not in shipped]
+    if missing:
+        raise ValueError(
+            f"no shipped recipe for {missing} (recipes: {', '.join(shipped)}); train them with "
+            "python -m hf_hjprune.train and add the runs with `hjprune zoo add`"
+        )
+    added = []
+    for name in names:
+        entry = entries[name]
+        run_dir = Path(output_root) / name
+        recipe = load_recipe(entry["recipe"], [*entry["overrides"], f"output_dir={run_dir}"])
+        start = time.perf_counter()
+        train(recipe)
+        print(f"{name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}", file=sys.stderr)
+        added.append(add_run(run_dir, name, entry["repo_id"], zoo_dir))
+    return added
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `hjprune zoo {build,add,train}`."""
+    parser.add_argument(
+        "--zoo-dir", default=str(DEFAULT_ZOO_DIR), help="the zoo folder (default: model_cards)"
+    )
+    actions = parser.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="regenerate the cards and the leaderboard from zoo.json")
+    build.add_argument("--check", action="store_true", help="only compare: exit 1 if a file is out of date")
+    add = actions.add_parser("add", help="add or update a trained entry from a run folder")
+    add.add_argument("run_dir", metavar="RUN_DIR")
+    add.add_argument("--name", required=True, help="the entry's name (a planned one, or a new one)")
+    add.add_argument(
+        "--repo-id", metavar="ORG/NAME", help=f"default: the planned one, or {ORGANIZATION}/NAME"
+    )
+    train = actions.add_parser("train", help="train the synthetic entries (or --names) and add them")
+    train.add_argument(
+        "--names", nargs="+", metavar="NAME", help="entries to train (default: the synthetic ones)"
+    )
+    train.add_argument("--output-root", default=str(DEFAULT_OUTPUT_ROOT), help="runs go to OUTPUT_ROOT/NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one `hjprune zoo` action; 1 when `build --check` finds differences, 2 for invalid input."""
+    try:
+        if args.zoo_action == "build":
+            if args.check:
+                problems = check_zoo(args.zoo_dir)
+                for problem in problems:
+                    print(problem, file=sys.stderr)
+                if problems:
+                    print("the zoo is out of date: run `hjprune zoo build`", file=sys.stderr)
+                return 1 if problems else 0
+            for path in build_zoo(args.zoo_dir):
+                print(Path(args.zoo_dir) / path)
+        elif args.zoo_action == "add":
+            entry = add_run(args.run_dir, args.name, args.repo_id, args.zoo_dir)
+            print(f"added {entry['name']} ({entry['repo_id']}) to {Path(args.zoo_dir) / INDEX_FILE}")
+        else:
+            for entry in train_zoo(args.names, args.zoo_dir, args.output_root):
+                print(f"added {entry['name']} ({entry['repo_id']}) to {Path(args.zoo_dir) / INDEX_FILE}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = [
+    "add_run",
+    "build_zoo",
+    "check_zoo",
+    "entry_from_run",
+    "leaderboard_markdown",
+    "load_index",
+    "planned_entries",
+    "save_index",
+    "train_zoo",
+    "write_zoo",
+]

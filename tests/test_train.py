@@ -1,0 +1,386 @@
+"""The Accelerate trainer: recipes, data preparation, every task and variant, resume, multi-process, bad input."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForAudioClassification, AutoModelForCTC, Wav2Vec2Processor
+
+from hf_hjprune import cli
+from hf_hjprune.data.collate import (
+    SpeechCollator,
+    build_feature_extractor,
+    build_tokenizer,
+    prepare_split,
+)
+from hf_hjprune.data.corpus import build_corpus
+from hf_hjprune.data.sources import load_source
+from hf_hjprune.recipes import available_recipes, load_recipe
+from hf_hjprune.train import train
+
+SIZES = {"num_train": 32, "num_validation": 8, "num_test": 8, "seed": 0}
+SUMMARY_KEYS = {
+    "recipe",
+    "variant",
+    "target",
+    "steps",
+    "train_seconds",
+    "num_processes",
+    "params",
+    "macs",
+    "metrics",
+    "skipped_files",
+}
+TARGETS = {"none": [], "macs": ["target=0.3"], "params": ["target=0.3"], "transformer": ["target=0.1"]}
+TARGETS["sep"] = ["target.cnn=0.3", "target.transformer=0.2"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One synthetic corpus for the whole module (built once, then reused from the cache)."""
+    return tmp_path_factory.mktemp("corpus_cache")
+
+
+def quick(cache_dir, output_dir, *overrides):
+    """Overrides that make a shipped tiny recipe run in a few seconds."""
+    return [
+        *(f"data_options.{key}={value}" for key, value in SIZES.items()),
+        f"data_options.cache_dir={cache_dir}",
+        "max_steps=4",
+        "batch_size=4",
+        "eval_steps=2",
+        "log_steps=1",
+        f"output_dir={output_dir}",
+        *overrides,
+    ]
+
+
+def run(recipe, cache_dir, output_dir, *overrides):
+    return train(load_recipe(recipe, quick(cache_dir, output_dir, *overrides)))
+
+
+# --- recipes ---------------------------------------------------------------------------------------------
+
+
+def test_shipped_recipes_load():
+    names = available_recipes()
+    for name in (
+        "tiny_asr",
+        "tiny_slu",
+        "demo_asr_dense",
+        "demo_asr_hjmac",
+        "demo_slu_dense",
+        "demo_slu_hjmac",
+        "wav2vec2_base_librispeech_hjmac",
+        "hubert_base_librispeech_hjmac",
+        "wavlm_base_librispeech_hjmac",
+        "wav2vec2_base_slurp_hjmac",
+    ):
+        assert name in names
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.task in ("asr", "slu")
+    paper = load_recipe("wavlm_base_librispeech_hjmac")
+    assert (paper.model, paper.variant, paper.learning_rate) == ("microsoft/wavlm-base", "macs", 2e-4)
+    assert paper.num_warmup_steps == round(0.1 * paper.max_steps)
+
+
+def test_recipe_overrides_and_types(tmp_path):
+    recipe = load_recipe("tiny_asr", ["max_steps=7", "learning_rate=3e-4", "data_options.num_train=20"])
+    assert recipe.max_steps == 7 and recipe.learning_rate == 3e-4 and recipe.data_options["num_train"] == 20
+    sep = load_recipe("tiny_asr", ["variant=sep", "target.cnn=0.2", "target.transformer=0.5"])
+    assert sep.target == {"cnn": 0.2, "transformer": 0.5}
+    path = tmp_path / "mine.yaml"
+    path.write_text("task: slu\nmax_steps: 3\n")
+    assert load_recipe(path).task == "slu"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["max_step=3"], r"unknown recipe key\(s\) \['max_step'\].*known keys: task"),
+        (["task=tts"], "task must be one of asr, slu"),
+        (["variant=flops"], "variant must be one of none, macs"),
+        (["max_steps=many"], "max_steps must be int"),
+        (["max_steps=0"], "max_steps must be at least 1"),
+        (["target=high"], "target must be float or dict"),
+        (["model=tiny:bert"], "tiny models are tiny:wav2vec2"),
+        (["warmup_ratio=2"], r"warmup_ratio must be in \[0, 1\]"),
+        (["target.cnn=0.3"], "is for the 'sep' variant"),
+        (["max_steps"], "not of the form key=value"),
+    ],
+)
+def test_bad_recipes(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe("tiny_asr", overrides)
+
+
+def test_unknown_recipe_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="unknown recipe 'tiny_tts'.*tiny_asr, tiny_slu"):
+        load_recipe("tiny_tts")
+
+
+def test_cli_reports_errors_without_a_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "tiny_tts"])
+    assert exit_info.value.code == 2
+    assert "error: unknown recipe 'tiny_tts'" in capsys.readouterr().err
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def write_bad_dataset(root, corpus_dir):
+    """A manifest folder: good synthetic utterances plus one file of each kind of trouble in train."""
+    corpus = load_source(corpus_dir)
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir(parents=True)
+    splits = {}
+    for split in ("train", "validation", "test"):
+        rows = []
+        for i, row in enumerate(corpus[split]):
+            name = f"audio/{split}_{i}.wav"
+            shutil.copy(row["audio"], root / name)
+            rows.append({"audio": name, "text": row["text"], "intent": row["intent"]})
+        splits[split] = rows
+    speech, rate = sf.read(corpus["train"][0]["audio"], dtype="float32")
+    bad = {
+        "corrupt.wav": lambda path: path.write_bytes(b"RIFF\x00\x00not really a wave file" + rng.bytes(64)),
+        "empty.wav": lambda path: path.write_bytes(b""),
+        "silent.wav": lambda path: sf.write(path, np.zeros(16000, dtype="float32"), 16000),
+        "nan.wav": lambda path: sf.write(
+            path, np.full(16000, np.nan, dtype="float32"), 16000, subtype="FLOAT"
+        ),
+        "short.wav": lambda path: sf.write(path, speech[:200], rate),
+        "stereo.wav": lambda path: sf.write(path, np.stack([speech, 0.5 * speech], axis=1), rate),
+        "resampled.wav": lambda path: sf.write(
+            path, np.interp(np.arange(0, len(speech), 16000 / 44100), np.arange(len(speech)), speech), 44100
+        ),
+    }
+    for name, write in bad.items():
+        write(root / "audio" / name)
+        splits["train"].append(
+            {"audio": f"audio/{name}", "text": "turn on the lights", "intent": "iot_lights_on"}
+        )
+    for split, rows in splits.items():
+        with open(root / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    return len(corpus["train"])
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(cache_dir):
+    path = cache_dir / "manifest_source"
+    build_corpus(path, **SIZES)
+    return path
+
+
+def test_prepare_split_converts_and_skips(tmp_path, corpus_dir, caplog):
+    num_good = write_bad_dataset(tmp_path / "bad", corpus_dir)
+    dataset = load_source(tmp_path / "bad")
+    tokenizer = build_tokenizer(dataset["train"]["text"])
+    with caplog.at_level(logging.WARNING):
+        split = prepare_split(
+            dataset["train"], "text", lambda t: tokenizer(t).input_ids, "train", keep_audio=True
+        )
+    assert split.skipped_counts == {"corrupt": 1, "empty": 1, "nan": 1, "silent": 1, "too_short": 1}
+    assert len(split) == num_good + 2  # stereo and 44.1 kHz are converted
+    for name in ("corrupt.wav", "empty.wav", "nan.wav", "silent.wav", "short.wav"):
+        assert name in caplog.text
+    stereo, resampled = split[len(split) - 2]["input_values"], split[len(split) - 1]["input_values"]
+    speech = split[0]["input_values"]
+    assert stereo.ndim == 1 and stereo.dtype == np.float32 and len(stereo) == len(speech)
+    assert abs(len(resampled) - len(speech)) <= 2  # back at 16 kHz
+
+    lazy = prepare_split(dataset["train"], "text", lambda t: tokenizer(t).input_ids, "train")
+    assert lazy.audio is None and lazy.skipped_counts == split.skipped_counts
+    np.testing.assert_array_equal(lazy[3]["input_values"], split[3]["input_values"])
+
+
+def test_collator_normalises_and_pads():
+    collator = SpeechCollator(build_feature_extractor())
+    items = [
+        {"input_values": np.linspace(-2, 6, 800, dtype=np.float32), "labels": [3, 4, 5]},
+        {"input_values": np.linspace(0, 1, 500, dtype=np.float32), "labels": [6]},
+    ]
+    batch = collator(items)
+    assert batch["input_values"].shape == (2, 800)
+    assert batch["attention_mask"].sum(-1).tolist() == [800, 500]
+    short = batch["input_values"][1, :500]
+    assert abs(float(short.mean())) < 1e-4 and abs(float(short.std(unbiased=False)) - 1) < 1e-2
+    assert batch["input_values"][1, 500:].abs().sum() == 0
+    assert batch["labels"].tolist() == [[3, 4, 5], [6, -100, -100]]
+    classes = collator([{**items[0], "labels": 2}, {**items[1], "labels": 0}])
+    assert classes["labels"].tolist() == [2, 0]
+
+
+def test_bad_audio_is_skipped_with_counts_in_the_summary(tmp_path, corpus_dir, cache_dir, caplog):
+    write_bad_dataset(tmp_path / "bad", corpus_dir)
+    with caplog.at_level(logging.WARNING):
+        summary = run("tiny_asr", cache_dir, tmp_path / "run", f"data={tmp_path / 'bad'}", "data_options={}")
+    assert summary["skipped_files"]["train"] == {
+        "corrupt": 1,
+        "empty": 1,
+        "nan": 1,
+        "silent": 1,
+        "too_short": 1,
+    }
+    assert summary["skipped_files"]["test"] == {}
+    assert "corrupt.wav" in caplog.text and summary["steps"] == 4
+
+
+def test_missing_column_fails_before_training(tmp_path, corpus_dir, cache_dir):
+    root = tmp_path / "no_text"
+    write_bad_dataset(root, corpus_dir)
+    for split in ("train", "validation", "test"):
+        rows = [json.loads(line) for line in (root / f"{split}.jsonl").read_text().splitlines()]
+        (root / f"{split}.jsonl").write_text("".join(json.dumps({"audio": r["audio"]}) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"no 'text' column.*available columns: \['audio'\]"):
+        run("tiny_asr", cache_dir, tmp_path / "run", f"data={root}", "data_options={}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_usable_audio_fails_before_training(tmp_path, cache_dir):
+    root = tmp_path / "silent"
+    root.mkdir()
+    sf.write(root / "a.wav", np.zeros(8000, dtype="float32"), 16000)
+    for split in ("train", "validation", "test"):
+        (root / f"{split}.jsonl").write_text(json.dumps({"audio": "a.wav", "intent": "iot_coffee"}) + "\n")
+    with pytest.raises(ValueError, match=r"no usable audio in the train split.*'silent': 1"):
+        run("tiny_slu", cache_dir, tmp_path / "run", f"data={root}", "data_options={}")
+
+
+def test_unknown_model_fails_before_training(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match="cannot load the model 'nobody/no-such-model'"):
+        run("tiny_asr", cache_dir, tmp_path / "run", "model=nobody/no-such-model")
+
+
+def test_unreachable_target_fails_before_training(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match="not reachable"):
+        run("tiny_asr", cache_dir, tmp_path / "run", "target=0.99")
+    assert not (tmp_path / "run").exists()
+
+
+# --- training runs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["none", "macs", "sep", "params", "transformer"])
+@pytest.mark.parametrize("task", ["asr", "slu"])
+def test_run_writes_a_loadable_model_and_a_summary(task, variant, tmp_path, cache_dir):
+    output_dir = tmp_path / "run"
+    summary = run(f"tiny_{task}", cache_dir, output_dir, f"variant={variant}", *TARGETS[variant])
+    assert SUMMARY_KEYS <= set(summary) and summary["steps"] == 4
+    assert json.loads((output_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    for part in ("params", "macs"):
+        before, after = summary[part]["before"], summary[part]["after"]
+        assert {"cnn", "transformer", "total"} <= set(before)
+        assert after["total"] <= before["total"]
+    metric = "wer" if task == "asr" else "accuracy"
+    assert metric in summary["metrics"]["before"] and metric in summary["metrics"]["after"]
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+    assert any("validation/" + metric in r for r in records)
+    if variant != "none":
+        assert any(key.startswith("pruning/") for key in records[0])
+
+    auto_class = AutoModelForCTC if task == "asr" else AutoModelForAudioClassification
+    model = auto_class.from_pretrained(output_dir / "model").eval()
+    expected_type = "wav2vec2" if variant == "none" else "hjpruned_wav2vec2"
+    assert model.config.model_type == expected_type
+    processor = Wav2Vec2Processor.from_pretrained(output_dir / "model") if task == "asr" else None
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(audio)[None]).logits
+    if task == "asr":
+        assert logits.shape[-1] == len(processor.tokenizer)
+        assert isinstance(processor.batch_decode(logits.argmax(-1))[0], str)
+    else:
+        assert logits.shape == (1, len(model.config.id2label))
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, cache_dir):
+    """A run killed right after writing checkpoint step_3, resumed, matches the uninterrupted run."""
+    overrides = ["max_steps=6", "checkpoint_steps=3", "gradient_accumulation_steps=2", "eval_steps=3"]
+    full = run("tiny_asr", cache_dir, tmp_path / "full", *overrides)
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["step_3", "step_6"]
+
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_3", killed / "checkpoints" / "step_3")
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    (killed / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")  # the killed run logged past step 3
+    resumed = train(load_recipe("tiny_asr", quick(cache_dir, killed, *overrides)), resume=True)
+
+    expected, actual = (
+        load_file(tmp_path / "full" / "model" / "model.safetensors"),
+        load_file(killed / "model" / "model.safetensors"),
+    )
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    assert resumed["metrics"] == full["metrics"] and resumed["steps"] == 6
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in lines]
+
+
+def test_resume_without_a_checkpoint_fails(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        train(load_recipe("tiny_asr", quick(cache_dir, tmp_path / "nothing")), resume=True)
+
+
+def test_a_new_run_does_not_mix_with_an_earlier_one(tmp_path, cache_dir):
+    (tmp_path / "run" / "checkpoints" / "step_5").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"checkpoints of an earlier run \(up to step_5\): pass --resume"):
+        run("tiny_slu", cache_dir, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps({"step": 9, "train/loss": 1.0}) + "\n")
+    run("tiny_slu", cache_dir, tmp_path / "run", "variant=none")
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert 9 not in steps and steps[0] == 1
+
+
+def test_keep_checkpoints(tmp_path, cache_dir):
+    run("tiny_slu", cache_dir, tmp_path / "run", "variant=none", "checkpoint_steps=1", "keep_checkpoints=2")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_3", "step_4"]
+
+
+def test_accelerate_launch_two_processes(tmp_path, cache_dir):
+    """`accelerate launch` with two CPU processes (gloo) runs to the end (< 60 s).
+
+    `--cpu` starts a single process (without mpirun); torchrun's processes (`--multi_gpu`) train on
+    the CPU with `ACCELERATE_USE_CPU=1`.
+    """
+    output_dir = tmp_path / "launch"
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "hf_hjprune.train",
+        "tiny_asr",
+        *(arg for override in quick(cache_dir, output_dir, "max_steps=3") for arg in ("--set", override)),
+    ]
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == 3
+    assert summary["metrics"]["after"]["num_utterances"] == SIZES["num_test"]
+    AutoModelForCTC.from_pretrained(output_dir / "model")
