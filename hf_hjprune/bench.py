@@ -520,8 +520,8 @@ def training_overhead(
     A step is forward, backward and an AdamW step. The gated copy has `HJPruner(variant, target)`
     attached and adds the budget penalty to the loss; the dense copy trains plainly. Both are copies
     of `model` in train mode with LayerDrop off (a skipped layer would make step times random); their
-    steps are interleaved. Returns `dense_step` and `gated_step` summaries (see `summarize`) and
-    `ratio` = gated median / dense median.
+    steps are interleaved. Returns `dense_step` and `gated_step` summaries (see `summarize`, plus
+    `cpu_median_ms`), `ratio` = gated median / dense median and `cpu_ratio`, the same in CPU time.
     """
     dense, gated = (copy.deepcopy(model).to(device).train() for _ in range(2))
     for copied in (dense, gated):
@@ -552,7 +552,7 @@ def training_overhead(
 
     with intra_op_threads(threads) as used_threads:
         timings = interleaved_times({"dense": dense_step, "gated": gated_step}, repeats, warmup, device)
-    times = timings.wall_ms
+    times, cpu = timings.wall_ms, {name: float(np.median(t)) for name, t in timings.cpu_ms.items()}
     dense_summary, gated_summary = summarize(times["dense"]), summarize(times["gated"])
     return {
         "device": device,
@@ -562,9 +562,10 @@ def training_overhead(
         "target": target,
         "threads": used_threads,
         "warmup": warmup,
-        "dense_step": {**dense_summary, "times_ms": times["dense"]},
-        "gated_step": {**gated_summary, "times_ms": times["gated"]},
+        "dense_step": {**dense_summary, "cpu_median_ms": cpu["dense"], "times_ms": times["dense"]},
+        "gated_step": {**gated_summary, "cpu_median_ms": cpu["gated"], "times_ms": times["gated"]},
         "ratio": gated_summary["median_ms"] / dense_summary["median_ms"],
+        "cpu_ratio": cpu["gated"] / cpu["dense"],
     }
 
 
@@ -647,6 +648,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                 "speedup",
                 "MACs ratio",
                 "efficiency",
+                "CPU-time efficiency",
             ],
             [
                 [
@@ -658,6 +660,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                     f"{row['speedup']:.2f}×",
                     f"{row['macs_ratio']:.2f}×",
                     f"{row['efficiency']:.0%}",
+                    f"{row['cpu_speedup'] / row['macs_ratio']:.0%}",
                 ]
                 for row in pair["results"]
             ],
@@ -666,7 +669,16 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
     if overhead:
         lines += ["", "Training step (forward, backward, AdamW), gated (HJPruner attached) vs dense:", ""]
         lines += _table(
-            ["model", "device", "batch", "audio (s)", "dense step (ms)", "gated step (ms)", "ratio"],
+            [
+                "model",
+                "device",
+                "batch",
+                "audio (s)",
+                "dense step (ms)",
+                "gated step (ms)",
+                "ratio",
+                "CPU-time ratio",
+            ],
             [
                 [
                     _model_label(row["model"]),
@@ -676,11 +688,12 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                     f"{row['dense_step']['median_ms']:.0f} ± {row['dense_step']['iqr_ms']:.0f}",
                     f"{row['gated_step']['median_ms']:.0f} ± {row['gated_step']['iqr_ms']:.0f}",
                     f"{row['ratio']:.2f}×",
+                    f"{row['cpu_ratio']:.2f}×",
                 ]
                 for row in overhead
             ],
         )
-        lines += ["", "(± is the interquartile range.)"]
+        lines += ["", "(± is the interquartile range; CPU time is the process CPU time of all threads.)"]
     return "\n".join(lines) + "\n"
 
 

@@ -123,6 +123,9 @@ def test_training_overhead_reports_both_steps(tiny_pair):
     assert result["ratio"] == pytest.approx(
         result["gated_step"]["median_ms"] / result["dense_step"]["median_ms"]
     )
+    assert result["cpu_ratio"] == pytest.approx(
+        result["gated_step"]["cpu_median_ms"] / result["dense_step"]["cpu_median_ms"]
+    )
     assert result["variant"] == "macs" and result["target"] == 0.4
     # The model itself is neither trained nor gated.
     assert all(torch.equal(before[name], p) for name, p in dense.named_parameters())
