@@ -581,7 +581,8 @@ def _giga(value: float) -> str:
     return f"{value / 1e9:.2f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -602,7 +603,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
         "",
     ]
     models = result["models"]
-    lines += _table(
+    lines += markdown_table(
         ["model", "params (M)", "GMACs / s of audio", "CNN", "Transformer"],
         [
             [
@@ -635,10 +636,10 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                 memory = row["peak_memory_mib"]
                 cells.append("–" if memory is None else f"{memory:.0f}")
             rows.append(cells)
-    lines += ["", *_table(header, rows)]
+    lines += ["", *markdown_table(header, rows)]
     for pair in result["pairs"]:
         lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])}:", ""]
-        lines += _table(
+        lines += markdown_table(
             [
                 "device",
                 "batch",
@@ -668,7 +669,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
     overhead = result.get("training_overhead") or []
     if overhead:
         lines += ["", "Training step (forward, backward, AdamW), gated (HJPruner attached) vs dense:", ""]
-        lines += _table(
+        lines += markdown_table(
             [
                 "model",
                 "device",

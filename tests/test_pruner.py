@@ -12,7 +12,7 @@ from hf_hjprune.gates import HardConcreteGate
 from hf_hjprune.pruner import HJPruner
 from hf_hjprune.structure import FAMILIES, unit_counts
 
-LAYOUTS = [("group", False), ("layer", False), ("layer", True)]
+LAYOUTS = [("group", False), ("layer", False), ("group", True), ("layer", True)]
 
 
 def tiny_model(family="wav2vec2", head="ctc", norm="group", stable=False, seed=0):
