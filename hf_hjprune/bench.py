@@ -574,11 +574,11 @@ def training_overhead(
 
 
 def _millions(value: float) -> str:
-    return f"{value / 1e6:.2f}"
+    return f"{value / 1e6:.3g}"
 
 
 def _giga(value: float) -> str:
-    return f"{value / 1e9:.2f}"
+    return f"{value / 1e9:.3g}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -596,7 +596,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
     """Markdown tables of a benchmark result: models, latency per configuration, pairs, training."""
     machine, settings = result["machine"], result["settings"]
     lines = [
-        f"Measured {machine['date']} on {machine['cpu']} ({settings['threads']} threads), "
+        f"Measured {machine['date']} on {machine['cpu']} ({settings['threads']} "
+        f"thread{'s' if settings['threads'] != 1 else ''}), "
         f"torch {machine['torch']}, transformers {machine['transformers']}"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + f"; {settings['warmup']} warm-up and {settings['repeats']} timed runs per configuration.",

@@ -495,7 +495,7 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
         "",
         f"Produced by `{command}` in {result['wall_seconds'] / 60:.1f} minutes on {machine['date'][:10]}: "
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, AVX level {machine['cpu_capability']}), "
-        f"{result['threads']} intra-op threads, torch {machine['torch']}, transformers {machine['transformers']}. "
+        f"{result['threads']} intra-op thread{'s' if result['threads'] != 1 else ''}, torch {machine['torch']}, transformers {machine['transformers']}. "
         f"1-minute load average {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end "
         "(other processes shared the machine when it is above the thread count).",
         "",
@@ -550,7 +550,10 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
         "### Speedup against the MACs ratio",
         "",
         f"Efficiency: {_efficiency_summary(_efficiencies(result))}. CPU-time efficiency: "
-        f"{_efficiency_summary(_efficiencies(result, cpu=True))}. ± is the interquartile range of the timed runs.",
+        f"{_efficiency_summary(_efficiencies(result, cpu=True))}. Timed runs per model: "
+        + ", ".join(f"{repeats} at batch {b} × {s:g} s" for b, s, repeats in result["plan"]["table"])
+        + f", after {result['plan']['warmup']} warm-up run (the memory measurement). ± is the interquartile "
+        "range of the timed runs.",
         "",
     ]
     header = ["model", "pruned", "batch", "audio (s)", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
@@ -734,7 +737,7 @@ def findings(result: Mapping[str, Any]) -> str:
     """The findings, with their numbers taken from `result`; conclusions that depend on a measured
     comparison are worded after its outcome."""
     families = result["families"]
-    w2v2, wavlm = families["wav2vec2-base"], families["wavlm-base"]
+    w2v2 = families["wav2vec2-base"]
     most = _label(REDUCTIONS[-1])
     kernels = {(row["group"], row["variant"]): row for row in result["kernels"]}
 
@@ -770,7 +773,7 @@ def findings(result: Mapping[str, Any]) -> str:
         f"{np.median(wall):.0%} of the ideal (MACs-ratio) speedup in wall time and {np.median(cpu):.0%} in CPU "
         f"time; {sum(round(e, 2) >= 0.9 for e in wall)} of {len(wall)} configurations are at or above 90% in "
         f"wall time, {sum(round(e, 2) >= 0.9 for e in cpu)} in CPU time. The MACs ratio assumes that every MAC "
-        "costs the same time. It does not, and that explains most of the gap: the parts that are not pruned "
+        "costs the same time. It does not, and that explains much of the gap: the parts that are not pruned "
         "run slower per MAC than average, so their share of the time grows as the rest shrinks, and within "
         "the pruned parts the work that is not a MAC shrinks more slowly than the MACs."
     ]
@@ -782,8 +785,8 @@ def findings(result: Mapping[str, Any]) -> str:
         f"runs at {rate(POSITIONAL_KERNEL, 'whole module'):.0f} GMACs per CPU second (kernels table), and "
         f"{cpu_ms(POSITIONAL_KERNEL, 'weight-norm recomputation'):.1f} ms of its "
         f"{cpu_ms(POSITIONAL_KERNEL, 'whole module'):.1f} ms recompute its weight-norm weight (4.7 M "
-        "parameters) in every forward pass. Left out of both the times and the MACs, the "
-        f"{most} model's efficiency there would be {without('positional_conv'):.0%} instead of "
+        "parameters) in every forward pass. Left out of both the per-part CPU times and the MACs, the "
+        f"{most} model's efficiency at that shape would be {without('positional_conv'):.0%} instead of "
         f"{speedup('total') / ratio('total'):.0%}. Folding the weight norm into the weight once for inference "
         '(`torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")`) removes the recomputation. '
         "The recomputed weight (18 MiB) is also the largest tensor of a 1 s, batch 1 pass, which is why all "
@@ -842,46 +845,53 @@ def findings(result: Mapping[str, Any]) -> str:
             else " In whole models it did not pay off here (this shared machine's timings vary by a few percent)."
         )
     )
-    long_wall = [
-        r["efficiency"] for _, r in _pair_rows(wavlm["table"]) if (r["batch_size"], r["seconds"]) == (8, 10)
-    ]
     pruned_12 = cpu_ms(ATTENTION_KERNEL, "HJPruned, 12 heads")
     stock_12 = cpu_ms(ATTENTION_KERNEL, "stock, 12 heads")
     text.append(
-        "- **WavLM attention.** "
-        + (
-            f"WavLM's wall-time efficiency at batch 8 × 10 s is {' / '.join(f'{e:.0%}' for e in long_wall)}. "
-            if long_wall
-            else ""
-        )
-        + "At batch 8 × 10 s the HJPruned attention layer keeping all "
-        f"12 heads takes {pruned_12:.0f} ms of CPU time against {stock_12:.0f} ms for the stock layer with the "
-        f"same MACs (at batch 1 × 10 s: {cpu_ms(SHORT_ATTENTION_KERNEL, 'HJPruned, 12 heads'):.0f} against "
-        f"{cpu_ms(SHORT_ATTENTION_KERNEL, 'stock, 12 heads'):.0f} ms), and keeping 6 heads takes "
+        "- **WavLM attention.** At batch 8 × 10 s the HJPruned attention layer keeping all 12 heads takes "
+        f"{pruned_12:.0f} ms of CPU time against {stock_12:.0f} ms for the stock layer with the same MACs (at "
+        f"batch 1 × 10 s: {cpu_ms(SHORT_ATTENTION_KERNEL, 'HJPruned, 12 heads'):.0f} against "
+        f"{cpu_ms(SHORT_ATTENTION_KERNEL, 'stock, 12 heads'):.0f} ms); keeping 6 heads it takes "
         f"{cpu_ms(ATTENTION_KERNEL, 'HJPruned, 6 heads'):.0f} ms."
         + (
-            " Every pruned layer gathers its heads from the shared (batch·12, T, T) relative position bias (a "
-            "copy), then gates it and adds it to the scores in separate passes, where the stock layer gates in "
-            "one pass and adds the bias inside `F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept "
-            "heads of the (12, T, T) bias before it is repeated over the batch and adding it with "
-            "`torch.baddbmm` (in `modeling_hjpruned_wavlm.py`) should recover most of the difference."
+            " So pruned WavLM models pay a per-head overhead on long batched inputs. Every pruned layer gathers "
+            "its heads from the shared (batch·12, T, T) relative position bias (a copy), then gates it and adds "
+            "it to the scores in separate passes, where the stock layer gates in one pass and adds the bias "
+            "inside `F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept heads of the (12, T, T) "
+            "bias before it is repeated over the batch and adding it with `torch.baddbmm` (in "
+            "`modeling_hjpruned_wavlm.py`) should remove most of it."
             if pruned_12 > 1.05 * stock_12
             else " The pruned layer's implementation costs no more than the stock one here."
         )
     )
-    threads = {count: measured["pairs"][0]["results"][0] for count, measured in w2v2["threads"].items()}
-    one, two = threads.get("1"), threads.get("2")
-    if one is not None and two is not None:
+    thread_rows = {
+        name: {count: measured["pairs"][0]["results"][0] for count, measured in entry["threads"].items()}
+        for name, entry in families.items()
+    }
+    compared = {name: rows for name, rows in thread_rows.items() if {"1", "2"} <= set(rows)}
+    if compared:
+        slower = [
+            name
+            for name, rows in compared.items()
+            if rows["2"]["dense_median_ms"] > rows["1"]["dense_median_ms"]
+        ]
+        example = next(iter(next(iter(compared.values())).values()))
         text.append(
-            f"- **Threads.** Dense wav2vec2-base at batch {one['batch_size']} × {one['seconds']:g} s took "
-            f"{one['dense_median_ms']:.0f} ms with 1 thread and {two['dense_median_ms']:.0f} ms with 2 "
-            f"(efficiency of the {most} model {one['efficiency']:.0%} and {two['efficiency']:.0%}). "
+            f"- **Threads.** At batch {example['batch_size']} × {example['seconds']:g} s, the dense models took "
+            + "; ".join(
+                f"{rows['1']['dense_median_ms']:.0f} ms with 1 thread and {rows['2']['dense_median_ms']:.0f} ms "
+                f"with 2 ({name}; efficiency of the {most} model {rows['1']['efficiency']:.0%} and "
+                f"{rows['2']['efficiency']:.0%})"
+                for name, rows in compared.items()
+            )
+            + ". "
             + (
-                "With 2 threads while other processes kept a core of this 2-core machine busy, the OpenMP "
-                "threads waited for each other at every op, which wrecked latency and efficiency alike; hence "
-                "the single thread of this table. Use as many threads as there are free cores."
-                if two["dense_median_ms"] > one["dense_median_ms"]
-                else "The second thread helps here; with other processes on the machine it may not."
+                f"Where 2 threads were slower ({', '.join(slower)}), other processes kept a core of this 2-core "
+                "machine busy and the OpenMP threads waited for each other at every op, which wrecks latency and "
+                "efficiency alike; hence the single thread of this table. Use as many threads as there are free "
+                "cores."
+                if slower
+                else "The second thread helped; with other processes on the machine it may not."
             )
         )
     overhead = {name: entry["training_overhead"] for name, entry in families.items()}
@@ -895,11 +905,12 @@ def findings(result: Mapping[str, Any]) -> str:
         + " a dense fine-tuning step: the gates scale a few weight tensors per layer and the penalty is "
         "arithmetic on unit counts, next to the forward and backward passes of the model."
     )
+    runs = [repeats for _, _, repeats in result["plan"]["table"]]
     text.append(
-        "- **Noise.** Medians of 2–21 interleaved runs on a machine shared with other jobs: single wall-time "
-        "efficiencies move by several points between runs, most at batch 8 × 10 s (2 runs). The CPU-time "
-        "columns measure the work done, which other processes barely change at one thread; where wall and CPU "
-        "time disagree, trust the CPU time."
+        f"- **Noise.** Medians of {min(runs)}–{max(runs)} interleaved runs on a machine shared with other jobs: "
+        "single wall-time efficiencies move by several points between runs. The CPU-time columns measure the "
+        "work done, which other processes barely change at one thread; where wall and CPU time disagree, trust "
+        "the CPU time."
     )
     return "\n".join(text)
 
