@@ -234,7 +234,25 @@ def _target_text(variant: str, target: Any) -> str:
     return f"{target:.0%} fewer {what}"
 
 
-def _start_model_text(model: str, params_before: float) -> str:
+def _start_model_text(model: str, params_before: float, start: Mapping[str, Any] | None = None) -> str:
+    if start is not None:
+        recipe = start["recipe"]
+        task = recipe["task"]
+        scores = ", ".join(
+            f"{METRIC_NAMES[metric]} {_percent(start['metrics']['after'][metric])}"
+            for metric in METRICS[task]
+        )
+        origin = (
+            "from random initialisation (no pre-training)"
+            if recipe["model"].startswith(TINY_PREFIX)
+            else f"from {_start_model_text(recipe['model'], start['params']['before']['total'])}"
+        )
+        return (
+            f"a dense model ({_si(params_before)} parameters) fine-tuned by `hf_hjprune` for "
+            f"{start['steps']} steps {origin} on {dataset_info(recipe)['name']} "
+            f"({scores} on its `{dataset_info(recipe)['split']}` split); it stands in for a pre-trained "
+            "checkpoint and is the reference of the tables below"
+        )
     if model.startswith(TINY_PREFIX):
         family = FAMILY_NAMES[model[len(TINY_PREFIX) :]]
         return (
@@ -395,33 +413,52 @@ def recipe_yaml(recipe: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(recipe), sort_keys=False, default_flow_style=None, width=100)
 
 
-def _reproduce_section(summary: Mapping[str, Any]) -> str:
-    recipe = summary["recipe"]
+def _launcher(summary: Mapping[str, Any]) -> str:
     processes = summary.get("num_processes", 1)
-    launcher = (
-        f"accelerate launch --num_processes {processes} -m hf_hjprune.train"
-        if processes > 1
-        else "python -m hf_hjprune.train"
+    if processes > 1:
+        return f"accelerate launch --num_processes {processes} -m hf_hjprune.train"
+    return "python -m hf_hjprune.train"
+
+
+def _trained_for(summary: Mapping[str, Any]) -> str:
+    processes = summary.get("num_processes", 1)
+    return (
+        f"{summary['steps']} steps ({_duration(summary['train_seconds'])} on {processes} "
+        f"process{'es' if processes > 1 else ''})"
     )
-    text = recipe_yaml(recipe)
+
+
+def _reproduce_section(summary: Mapping[str, Any], start: Mapping[str, Any] | None = None) -> str:
+    lines = []
+    if start is not None:
+        lines += [
+            f"The start model was trained first, for {_trained_for(start)}, with this recipe "
+            f"(`{_launcher(start)} start_recipe.yaml`):",
+            "",
+            "```yaml",
+            recipe_yaml(start["recipe"]).rstrip("\n"),
+            "```",
+            "",
+        ]
     return "\n".join(
         [
-            f"Trained with `hf_hjprune` for {summary['steps']} steps "
-            f"({_duration(summary['train_seconds'])} on {processes} process{'es' if processes > 1 else ''}) "
+            *lines,
+            f"{'This model was then' if start else 'Trained with `hf_hjprune` for'} "
+            f"{'pruned for ' if start else ''}{_trained_for(summary)} "
             f"with the recipe below, saved as `{RECIPE_FILE}` (also in this repository):",
             "",
             "```bash",
-            f"{launcher} {RECIPE_FILE}",
+            f"{_launcher(summary)} {RECIPE_FILE}",
             "```",
             "",
             "```yaml",
-            text.rstrip("\n"),
+            recipe_yaml(summary["recipe"]).rstrip("\n"),
             "```",
         ]
     )
 
 
-def _limitations_section(recipe: Mapping[str, Any], task: str) -> str:
+def _limitations_section(recipe: Mapping[str, Any], task: str, start: Mapping[str, Any] | None = None) -> str:
     lines = []
     if recipe["data"] == "synthetic":
         lines += [
@@ -435,6 +472,14 @@ def _limitations_section(recipe: Mapping[str, Any], task: str) -> str:
             "self-supervised checkpoint; HJ-Pruning was designed for (and reported on) pre-trained "
             "wav2vec2 / HuBERT / WavLM base models. This model exists to exercise and document the "
             "pipeline end to end (training, pruning, export, Hub loading), cheaply.",
+        ]
+    elif start is not None and start["recipe"]["model"].startswith(TINY_PREFIX):
+        lines += [
+            "- **No pre-training.** The start model is a small network trained from random initialisation "
+            "on the same synthetic task, not a self-supervised checkpoint; HJ-Pruning was designed for (and "
+            "reported on) pre-trained wav2vec2 / HuBERT / WavLM base models. This model shows the method "
+            "and the pipeline end to end (training, pruning, export, Hub loading) at a size a CPU trains "
+            "in minutes.",
         ]
     if recipe["data"] == "librispeech":
         lines.append(
@@ -459,6 +504,7 @@ def card_from_summary(
     name: str,
     model_id: str,
     bench: Mapping[str, Any] | None = None,
+    start: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """The model card of a run, from its summary, the pruned model's config and an optional bench result.
 
@@ -468,6 +514,7 @@ def card_from_summary(
         name: The model's name (`model-index` name and title).
         model_id: What `from_pretrained` is given in the usage example (a Hub id or a path).
         bench: An `hjprune bench` result for the (start model, pruned model) pair.
+        start: The summary of the run that trained the start model, when `hf_hjprune` trained it.
     """
     recipe = summary["recipe"]
     task = recipe["task"]
@@ -505,7 +552,7 @@ def card_from_summary(
         "extractor, attention heads and FFN units of the Transformer were removed jointly while the model "
         "was fine-tuned on the task. Made with `hf_hjprune`; this card was generated from the run's summary.",
         "",
-        f"- **Start model:** {_start_model_text(recipe['model'], params['before']['total'])}",
+        f"- **Start model:** {_start_model_text(recipe['model'], params['before']['total'], start)}",
         f"- **Task and data:** {TASK_NAMES[task]} on {dataset['name']}, evaluated on its `{dataset['split']}` split",
         f"- **Pruning variant:** {VARIANT_NAMES[variant]}",
         f"- **Target:** {_target_text(variant, summary.get('target'))}",
@@ -535,11 +582,11 @@ def card_from_summary(
         "",
         "## How it was made",
         "",
-        _reproduce_section(summary),
+        _reproduce_section(summary, start),
         "",
         "## Limitations",
         "",
-        _limitations_section(recipe, task),
+        _limitations_section(recipe, task, start),
         "",
         "## Citation",
         "",
@@ -564,6 +611,17 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     return summary, config, bench
 
 
+def read_start_summary(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of the run that trained a run's start model: `<start>/../summary.json`, if any."""
+    model = summary["recipe"]["model"]
+    if model.startswith(TINY_PREFIX):
+        return None
+    path = Path(model).parent / "summary.json"
+    if not Path(model).is_dir() or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def make_model_card(
     run_dir: str | os.PathLike, repo_id: str | None = None, bench: Mapping[str, Any] | None = None
 ) -> ModelCard:
@@ -580,7 +638,14 @@ def make_model_card(
         name, model_id = repo_id.split("/")[-1], repo_id
     else:
         name, model_id = Path(run_dir).resolve().name, os.fspath(Path(run_dir) / "model")
-    return card_from_summary(summary, config, name=name, model_id=model_id, bench=bench or run_bench)
+    return card_from_summary(
+        summary,
+        config,
+        name=name,
+        model_id=model_id,
+        bench=bench or run_bench,
+        start=read_start_summary(summary),
+    )
 
 
 def structure_totals(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, tuple[int, int]]:
@@ -599,6 +664,7 @@ __all__ = [
     "make_model_card",
     "plot_structure",
     "read_run",
+    "read_start_summary",
     "recipe_yaml",
     "structure_table",
 ]

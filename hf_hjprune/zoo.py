@@ -41,6 +41,7 @@ from .cards import (
     hub_model_id,
     plot_structure,
     read_run,
+    read_start_summary,
 )
 
 DEFAULT_ZOO_DIR = Path("model_cards")
@@ -52,7 +53,6 @@ ORGANIZATION = "hf-hjprune"
 """Namespace of the zoo's repository ids."""
 
 TRAINED, NOT_TRAINED = "trained", "not trained yet"
-TINY_STEPS = 200
 PAPER_MODELS = {
     "wav2vec2": "facebook/wav2vec2-base",
     "hubert": "facebook/hubert-base-ls960",
@@ -62,7 +62,9 @@ PAPER_DATA = {"librispeech": "asr", "slurp": "slu"}
 PAPER_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 DATA_NAMES = {"synthetic": "synthetic (eSpeak NG)", "librispeech": "LibriSpeech", "slurp": "SLURP"}
 TASK_TITLES = {"asr": "Speech recognition (CTC)", "slu": "Intent classification (SLU)"}
-RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench")
+RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench", "start_summary")
+BENCH_SETTINGS = dict(seconds=(1.0, 10.0), batch_sizes=(1, 8), repeats=10, warmup=2, memory=True)
+"""`hjprune bench` settings of the zoo's (start model, pruned model) pairs."""
 
 
 def _entry(
@@ -74,7 +76,9 @@ def _entry(
     target: float,
     recipe: str,
     overrides: list[str],
+    start: tuple[str, list[str]] | None = None,
 ) -> dict[str, Any]:
+    start_recipe, start_overrides = start if start is not None else (None, None)
     return {
         "name": name,
         "repo_id": f"{ORGANIZATION}/{name}",
@@ -86,17 +90,35 @@ def _entry(
         "base_model": hub_model_id(start_model),
         "variant": "macs",
         "target": target,
+        "start_recipe": start_recipe,
+        "start_overrides": start_overrides,
         "recipe": recipe,
         "overrides": overrides,
-        "command": train_command(recipe, overrides, name),
+        "command": train_command(recipe, overrides, name, start),
         **dict.fromkeys(RESULT_KEYS),
     }
 
 
-def train_command(recipe: str, overrides: Sequence[str], name: str) -> str:
-    """The shell command that trains a zoo entry into `outputs/zoo/<name>`."""
-    sets = "".join(f" --set {override}" for override in overrides)
-    return f"python -m hf_hjprune.train {recipe}{sets} --output-dir {DEFAULT_OUTPUT_ROOT / name}"
+def start_dir(output_root: str | os.PathLike, name: str) -> Path:
+    """Where `hjprune zoo train` trains the start model of the entry `name`, when it has a start recipe."""
+    return Path(output_root) / f"{name}-start"
+
+
+def train_command(
+    recipe: str, overrides: Sequence[str], name: str, start: tuple[str, Sequence[str]] | None = None
+) -> str:
+    """The shell command that trains a zoo entry into `outputs/zoo/<name>` (its start model first)."""
+
+    def command(recipe: str, overrides: Sequence[str], output_dir: Path) -> str:
+        sets = "".join(f" --set {override}" for override in overrides)
+        return f"python -m hf_hjprune.train {recipe}{sets} --set output_dir={output_dir}"
+
+    run_dir = DEFAULT_OUTPUT_ROOT / name
+    if start is None:
+        return command(recipe, overrides, run_dir)
+    first = start_dir(DEFAULT_OUTPUT_ROOT, name)
+    pruning = command(recipe, [*overrides, f"model={first / 'model'}"], run_dir)
+    return f"{command(*start, first)} && {pruning}"
 
 
 def planned_entries() -> list[dict[str, Any]]:
@@ -109,8 +131,9 @@ def planned_entries() -> list[dict[str, Any]]:
             "synthetic",
             f"tiny:{family}",
             0.4,
-            "tiny_asr",
-            [f"model=tiny:{family}", f"max_steps={TINY_STEPS}", "eval_steps=50"],
+            "demo_asr_hjmac",
+            [],
+            start=("demo_asr_dense", [f"model=tiny:{family}"]),
         )
         for family in FAMILY_NAMES
     ]
@@ -181,12 +204,14 @@ def entry_from_run(
         ValueError: The run is not what the planned entry describes (family, task, data, variant or target).
     """
     summary, config, bench = read_run(run_dir)
+    start_summary = read_start_summary(summary)
     recipe = summary["recipe"]
+    origin = (start_summary or summary)["recipe"]["model"]  # what the first of the runs started from
     facts = {
         "family": family_name(config),
         "task": recipe["task"],
         "data": recipe["data"] if recipe["data"] in DATA_NAMES else Path(recipe["data"]).name,
-        "start_model": recipe["model"],
+        "start_model": origin,
         "variant": summary["variant"],
         "target": summary["target"],
     }
@@ -204,7 +229,10 @@ def entry_from_run(
         "repo_id": repo_id or (planned["repo_id"] if planned else f"{ORGANIZATION}/{name}"),
         "status": TRAINED,
         **facts,
-        "base_model": hub_model_id(recipe["model"]),
+        "base_model": hub_model_id(origin),
+        # The planned start stage, when the run did start from a model that hf_hjprune trained.
+        "start_recipe": planned.get("start_recipe") if planned and start_summary else None,
+        "start_overrides": planned.get("start_overrides") if planned and start_summary else None,
         "recipe": planned["recipe"] if planned else None,
         "overrides": planned["overrides"] if planned else [],
         "command": planned["command"] if planned else None,
@@ -217,6 +245,7 @@ def entry_from_run(
         "summary": summary,
         "config": config,
         "bench": bench,
+        "start_summary": start_summary,
     }
 
 
@@ -269,7 +298,12 @@ def _model_cell(entry: Mapping[str, Any]) -> str:
 
 
 def _start_cell(entry: Mapping[str, Any]) -> str:
-    return f"`{entry['base_model']}`" if entry["base_model"] else f"`{entry['start_model']}` (random init)"
+    origin = f"`{entry['base_model']}`" if entry["base_model"] else f"`{entry['start_model']}`"
+    if entry.get("start_summary"):
+        return f"{origin}, trained dense for {entry['start_summary']['steps']} steps"
+    if entry.get("start_recipe"):
+        return f"{origin}, trained dense with `{entry['start_recipe']}`"
+    return origin if entry["base_model"] else f"{origin} (random init)"
 
 
 def _trained_table(task: str, entries: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -369,6 +403,7 @@ def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
             name=entry["name"],
             model_id=entry["repo_id"],
             bench=entry["bench"],
+            start=entry.get("start_summary"),
         )
         card.save(card_dir / "README.md")
         written += [card_dir / "README.md", plot_structure(entry["config"], card_dir / STRUCTURE_PLOT)]
@@ -416,13 +451,15 @@ def train_zoo(
     names: Iterable[str] | None = None,
     zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR,
     output_root: str | os.PathLike = DEFAULT_OUTPUT_ROOT,
+    bench_settings: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train zoo entries with their recipes, add each run to the zoo; returns the new entries.
+    """Train zoo entries with their recipes, benchmark and add each run to the zoo; returns the new entries.
 
     Args:
         names: The entries to train; default: every entry on the synthetic corpus.
         zoo_dir: The zoo folder.
-        output_root: Runs go to `output_root/<name>`.
+        output_root: Runs go to `output_root/<name>` (and their start models to `output_root/<name>-start`).
+        bench_settings: `benchmark_models` arguments replacing those of `BENCH_SETTINGS`.
 
     Raises:
         ValueError: An unknown name, or an entry whose recipe is not shipped.
@@ -445,13 +482,31 @@ def train_zoo(
     added = []
     for name in names:
         entry = entries[name]
+        started = time.perf_counter()
+        overrides = list(entry["overrides"])
+        if entry.get("start_recipe"):
+            first = start_dir(output_root, name)
+            if not (first / "summary.json").is_file():  # a finished start model is reused
+                train(load_recipe(entry["start_recipe"], [*entry["start_overrides"], f"output_dir={first}"]))
+            overrides.append(f"model={first / 'model'}")
         run_dir = Path(output_root) / name
-        recipe = load_recipe(entry["recipe"], [*entry["overrides"], f"output_dir={run_dir}"])
-        start = time.perf_counter()
-        train(recipe)
-        print(f"{name}: trained in {time.perf_counter() - start:.0f} s -> {run_dir}", file=sys.stderr)
+        train(load_recipe(entry["recipe"], [*overrides, f"output_dir={run_dir}"]))
+        bench_run(run_dir, **(bench_settings or {}))
+        print(f"{name}: trained in {time.perf_counter() - started:.0f} s -> {run_dir}", file=sys.stderr)
         added.append(add_run(run_dir, name, entry["repo_id"], zoo_dir))
     return added
+
+
+def bench_run(run_dir: str | os.PathLike, **settings: Any) -> Path:
+    """Benchmark a run's (start model, pruned model) pair into `run_dir/bench.json` (`BENCH_SETTINGS`)."""
+    from .bench import benchmark_models, dense_model_of_run, load_model
+
+    pruned = load_model(str(Path(run_dir) / "model"))
+    models = {"start model": dense_model_of_run(run_dir, pruned), "pruned model": pruned}
+    result = benchmark_models(models, pairs=[tuple(models)], **{**BENCH_SETTINGS, **settings})
+    path = Path(run_dir) / "bench.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 # -- command line --------------------------------------------------------------------------------

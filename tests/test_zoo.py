@@ -10,6 +10,7 @@ from test_cards import make_run
 
 from hf_hjprune import zoo
 from hf_hjprune.cards import make_model_card
+from hf_hjprune.demo import QUICK_MODEL
 from hf_hjprune.recipes import available_recipes
 from hf_hjprune.zoo import (
     NOT_TRAINED,
@@ -54,7 +55,11 @@ def test_committed_entries():
             assert all(entry[key] is None for key in RESULT_KEYS), entry["name"]
         else:
             assert entry["status"] == TRAINED and (ZOO_DIR / entry["name"] / "README.md").is_file()
-            assert entry["summary"]["recipe"]["model"] == entry["start_model"]
+            assert (entry["start_summary"] or entry["summary"])["recipe"]["model"] == entry["start_model"]
+            assert (
+                entry["bench"] is not None
+                and "Latency" in (ZOO_DIR / entry["name"] / "README.md").read_text()
+            )
     leaderboard = (ZOO_DIR / "LEADERBOARD.md").read_text()
     not_trained = _section(leaderboard, "Not trained yet")
     for entry in entries:
@@ -76,8 +81,13 @@ def test_planned_entries():
             0.4,
             None,
         )
-        assert (
-            entry["recipe"] in available_recipes() and f"model=tiny:{entry['family']}" in entry["overrides"]
+        assert entry["recipe"] in available_recipes() and entry["start_recipe"] in available_recipes()
+        assert entry["start_overrides"] == [f"model=tiny:{entry['family']}"]
+        first = f"outputs/zoo/{entry['name']}-start"
+        assert entry["command"] == (
+            f"python -m hf_hjprune.train demo_asr_dense --set model=tiny:{entry['family']} --set output_dir={first}"
+            f" && python -m hf_hjprune.train demo_asr_hjmac --set model={first}/model"
+            f" --set output_dir=outputs/zoo/{entry['name']}"
         )
     paper = [e for e in entries if e["data"] != "synthetic"]
     assert {(e["data"], e["task"]) for e in paper} == {("librispeech", "asr"), ("slurp", "slu")}
@@ -194,7 +204,9 @@ def test_zoo_train_with_the_real_trainer(tmp_path):
     index = load_index(zoo_dir)
     quick = dict(next(e for e in index["entries"] if e["name"] == TINY), name="quick")
     sizes = "{num_train: 16, num_validation: 8, num_test: 8, seed: 0, cache_dir: %s}" % (tmp_path / "corpus")
-    quick["overrides"] = [*quick["overrides"], "max_steps=2", "eval_steps=0", f"data_options={sizes}"]
+    small = ["max_steps=2", "eval_steps=0", f"data_options={sizes}"]
+    quick["overrides"] = [*quick["overrides"], *small]
+    quick["start_overrides"] = [*quick["start_overrides"], *small, *QUICK_MODEL]
     index["entries"] += [quick, dict(quick, name="unshipped", recipe="no_such_recipe")]
     save_index(index, zoo_dir)
 
@@ -203,7 +215,17 @@ def test_zoo_train_with_the_real_trainer(tmp_path):
     with pytest.raises(ValueError, match=r"no shipped recipe for \['unshipped'\]"):
         train_zoo(["unshipped"], zoo_dir, tmp_path / "runs")
 
-    [entry] = train_zoo(["quick"], zoo_dir, tmp_path / "runs")
+    bench = dict(seconds=(1.0,), batch_sizes=(1,), repeats=1, warmup=0, memory=False)
+    [entry] = train_zoo(["quick"], zoo_dir, tmp_path / "runs", bench_settings=bench)
     assert entry["status"] == TRAINED and entry["summary"]["steps"] == 2
     assert entry["summary"]["recipe"]["output_dir"] == str(tmp_path / "runs" / "quick")
-    assert (zoo_dir / "quick" / "README.md").is_file() and check_zoo(zoo_dir) == []
+    first = tmp_path / "runs" / "quick-start"
+    assert entry["summary"]["recipe"]["model"] == str(first / "model")
+    assert entry["start_summary"]["recipe"]["output_dir"] == str(first)
+    assert entry["start_model"] == "tiny:wav2vec2" and entry["start_summary"]["steps"] == 2
+    [pair] = entry["bench"]["pairs"]
+    assert [result["batch_size"] for result in pair["results"]] == [1]
+    card = (zoo_dir / "quick" / "README.md").read_text()
+    assert "The start model was trained first, for 2 steps" in card and "| Latency (cpu, batch 1" in card
+    assert "a dense model" in card and "from random initialisation (no pre-training)" in card
+    assert check_zoo(zoo_dir) == []

@@ -1,0 +1,106 @@
+"""The toy reproduction of the paper's comparison: planning, aggregation, reporting, and a quick run."""
+
+import json
+
+import pytest
+
+from hf_hjprune.benchmarks import paper_comparison as pc
+
+
+def test_plan_covers_every_variant_target_and_seed():
+    runs = pc.plan(seeds=(0, 1))
+    assert len(runs) == 2 * 2 * (1 + len(pc.VARIANTS) * len(pc.TARGETS))
+    assert len({run.name for run in runs}) == len(runs)
+    assert pc.Run("asr", "sep", 0.4, 1).name == "asr_sep_40_seed1"
+    assert pc.Run("slu", "none", None, 0).name == "slu_none_seed0"
+    with pytest.raises(ValueError, match="targets must lie in"):
+        pc.plan(targets=(0.4, 1.2))
+    with pytest.raises(ValueError, match="unknown task"):
+        pc.plan(tasks=("tts",))
+
+
+def _row(task, variant, target, seed, value, macs=0.0):
+    return {
+        "task": task,
+        "variant": variant,
+        "target": target,
+        "seed": seed,
+        "metric": pc.METRICS[task][0],
+        "value": value,
+        "macs_reduction": macs,
+        "cnn_macs_reduction": macs / 2,
+        "transformer_macs_reduction": macs,
+        "params_reduction": macs,
+    }
+
+
+def test_aggregate_and_observations_follow_the_numbers():
+    rows = [
+        _row("asr", "none", None, 0, 0.30),
+        _row("asr", "none", None, 1, 0.34),
+        _row("asr", "macs", 0.4, 0, 0.28, 0.41),
+        _row("asr", "macs", 0.4, 1, 0.30, 0.39),
+        _row("asr", "transformer", 0.4, 0, 0.40, 0.40),
+        _row("asr", "transformer", 0.4, 1, 0.44, 0.40),
+        _row("slu", "none", None, 0, 0.90),
+        _row("slu", "macs", 0.4, 0, 0.70, 0.4),
+        _row("slu", "transformer", 0.4, 0, 0.80, 0.4),
+    ]
+    aggregated = pc.aggregate(rows)
+    assert len(aggregated) == 6
+    dense_asr = aggregated[0]
+    assert dense_asr["seeds"] == [0, 1] and dense_asr["value"] == pytest.approx(0.32)
+    assert dense_asr["value_std"] == pytest.approx(0.0283, abs=1e-4)
+    assert aggregated[1]["macs_reduction"] == pytest.approx(0.40)
+
+    asr = pc.observations(aggregated, "asr")  # lower WER is better
+    assert asr[0].startswith("At −40% MACs the best WER is HJ-MAC's (29.0% ± 1.4%), better than dense")
+    assert "HJ-MAC beats Transformer-only" in asr[1]
+    slu = pc.observations(aggregated, "slu")  # higher accuracy is better
+    assert "best intent accuracy is Transformer-only's (80.0%), worse than dense (90.0%)" in slu[0]
+    assert "HJ-MAC does not beat Transformer-only" in slu[1]
+
+    markdown = pc.results_markdown({"aggregated": aggregated})
+    assert "| HJ-MAC | −40% | 29.0% ± 1.4% | −40.0% |" in markdown
+    assert "**intent accuracy** on the test split (seed 0):" in markdown
+
+
+def test_update_readme_replaces_only_the_marked_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{pc.MARKERS[0]}\nold table\n{pc.MARKERS[1]}\noutro\n")
+    assert pc.update_readme("new table\n", readme)
+    assert readme.read_text() == f"intro\n{pc.MARKERS[0]}\nnew table\n{pc.MARKERS[1]}\noutro\n"
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not pc.update_readme("x", plain) and plain.read_text() == "no markers\n"
+
+
+def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "results"
+    argv = ["--quick", "--variants", "macs", "transformer", "--targets", "0.1", "0.4", "--jobs", "2"]
+    argv += ["--runs-dir", str(runs_dir), "--output-dir", str(out), "--no-readme"]
+    assert pc.main(argv) == 0
+
+    result = json.loads((out / "paper_comparison.json").read_text())
+    names = [row["run"] for row in result["runs"]]
+    assert names == [
+        f"{task}_{variant}_seed0"
+        for task in ("asr", "slu")
+        for variant in ("none", "macs_10", "macs_40", "transformer_10", "transformer_40")
+    ]
+    by_name = {row["run"]: row for row in result["runs"]}
+    assert by_name["asr_none_seed0"]["macs_reduction"] == 0.0
+    assert by_name["asr_transformer_10_seed0"]["cnn_macs_reduction"] == 0.0
+    assert by_name["asr_macs_40_seed0"]["macs_reduction"] > 0.0
+    # The tiny model's Transformer holds too few MACs for -40% without the CNN: reported, not fatal.
+    assert "is not reachable" in by_name["slu_transformer_40_seed0"]["error"]
+    assert result["command"].startswith(pc.COMMAND + " --quick")
+    markdown = (out / "paper_comparison.md").read_text()
+    assert "| HJ-MAC | −40% |" in markdown and "| Transformer-only | −40% | not reachable¹ |" in markdown
+    assert (out / "paper_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    summary = runs_dir / "asr_macs_40_seed0" / "summary.json"
+    written = summary.stat().st_mtime_ns
+    assert pc.main(argv[:7] + argv[9:]) == 0  # one job this time; the finished runs are reused
+    assert summary.stat().st_mtime_ns == written
+    assert json.loads((out / "paper_comparison.json").read_text())["runs"] == result["runs"]
