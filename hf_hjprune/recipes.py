@@ -54,6 +54,8 @@ class Recipe:
         eval_batch_size: The same for evaluation (default: `batch_size`).
         gradient_accumulation_steps: Batches per optimizer update.
         learning_rate: Peak learning rate of the model weights (linear warm-up and decay).
+        head_learning_rate: The same for the task head (`lm_head`, or `projector`, `classifier` and
+            `layer_weights`), which starts from scratch; default: `learning_rate`.
         gate_learning_rate: Constant learning rate of the gate logits.
         lambda_learning_rate: Constant learning rate (ascent) of the Lagrange multipliers.
         weight_decay: AdamW weight decay of the model weights.
@@ -86,6 +88,7 @@ class Recipe:
     eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
+    head_learning_rate: float | None = None
     gate_learning_rate: float = 2e-2
     lambda_learning_rate: float = 2e-2
     weight_decay: float = 0.0

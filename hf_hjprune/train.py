@@ -78,6 +78,9 @@ TINY_CONFIG: dict[str, Any] = dict(
 """The `tiny:` models (about 2M parameters): stock conv strides, small widths; `model_config`
 overrides any of it."""
 
+HEAD_MODULES = ("lm_head", "projector", "classifier", "layer_weights")
+"""Top-level modules (and parameters) of the task heads, which `head_learning_rate` trains."""
+
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)")
 
 
@@ -284,9 +287,13 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the model weights (warm-up and decay, weight decay), the gate logits and the
     Lagrange multipliers (constant learning rates, no weight decay)."""
-    groups = [
-        {"params": list(model.parameters()), "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay}
-    ]
+    head = [param for name, param in model.named_parameters() if name.split(".")[0] in HEAD_MODULES]
+    body = [param for name, param in model.named_parameters() if name.split(".")[0] not in HEAD_MODULES]
+    groups = [{"params": body, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay}]
+    if head:
+        head_lr = recipe.head_learning_rate or recipe.learning_rate
+        groups.append({"params": head, "lr": head_lr, "weight_decay": recipe.weight_decay})
+    num_model_groups = len(groups)
     if pruner is not None:
         groups.append(
             {"params": pruner.gate_parameters(), "lr": recipe.gate_learning_rate, "weight_decay": 0.0}
@@ -295,9 +302,8 @@ def build_optimizer(
             {"params": pruner.lagrangian_parameters(), "lr": recipe.lambda_learning_rate, "weight_decay": 0.0}
         )
     optimizer = torch.optim.AdamW(groups)
-    schedules = [linear_schedule(recipe.num_warmup_steps, recipe.max_steps)] + [lambda _: 1.0] * (
-        len(groups) - 1
-    )
+    schedule = linear_schedule(recipe.num_warmup_steps, recipe.max_steps)
+    schedules = [schedule] * num_model_groups + [lambda _: 1.0] * (len(groups) - num_model_groups)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
 

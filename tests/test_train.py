@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
-from transformers import AutoModelForAudioClassification, AutoModelForCTC, Wav2Vec2Processor
+from transformers import (
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForSequenceClassification,
+    Wav2Vec2Processor,
+)
 
-from hf_hjprune import cli
+from hf_hjprune import HJPruner, cli
 from hf_hjprune.data.collate import (
     SpeechCollator,
     build_feature_extractor,
@@ -24,7 +31,7 @@ from hf_hjprune.data.collate import (
 from hf_hjprune.data.corpus import build_corpus
 from hf_hjprune.data.sources import load_source
 from hf_hjprune.recipes import available_recipes, load_recipe
-from hf_hjprune.train import train
+from hf_hjprune.train import HEAD_MODULES, build_optimizer, train
 
 SIZES = {"num_train": 32, "num_validation": 8, "num_test": 8, "seed": 0}
 SUMMARY_KEYS = {
@@ -267,6 +274,29 @@ def test_unreachable_target_fails_before_training(tmp_path, cache_dir):
     with pytest.raises(ValueError, match="not reachable"):
         run("tiny_asr", cache_dir, tmp_path / "run", "target=0.99")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("head", ["ctc", "classification"])
+def test_optimizer_groups_and_head_learning_rate(head):
+    config = tiny_config("wav2vec2", use_weighted_layer_sum=True)
+    model = (Wav2Vec2ForCTC if head == "ctc" else Wav2Vec2ForSequenceClassification)(config)
+    pruner = HJPruner(model, target=0.2)
+    recipe = load_recipe("tiny_slu", ["learning_rate=1e-3", "head_learning_rate=1e-2", "max_steps=10"])
+    optimizer, scheduler = build_optimizer(recipe, model, pruner)
+    body, head_group, gates, lambdas = optimizer.param_groups
+    head_names = [name for name, _ in model.named_parameters() if name.split(".")[0] in HEAD_MODULES]
+    assert len(head_group["params"]) == len(head_names) > 0
+    assert len(body["params"]) + len(head_names) == len(list(model.parameters()))
+    assert {id(p) for p in gates["params"]} == {id(p) for p in pruner.gate_parameters()}
+    assert {id(p) for p in lambdas["params"]} == {id(p) for p in pruner.lagrangian_parameters()}
+    for _ in range(recipe.num_warmup_steps):
+        optimizer.step()  # no gradients: only the schedule moves
+        scheduler.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
+        [1e-3, 1e-2, recipe.gate_learning_rate, recipe.lambda_learning_rate]
+    )
+    without = load_recipe("tiny_slu", ["learning_rate=1e-3", "max_steps=10"])
+    assert {group["initial_lr"] for group in build_optimizer(without, model, None)[0].param_groups} == {1e-3}
 
 
 # --- training runs ---------------------------------------------------------------------------------------
