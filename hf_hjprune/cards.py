@@ -303,12 +303,14 @@ def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
             rows.append(
                 f"| Latency ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
                 f"{result['dense_median_ms']:.1f} ms | {result['pruned_median_ms']:.1f} ms | "
-                f"{result['speedup']:.2f}× faster (MACs ratio {result['macs_ratio']:.2f}×) |"
+                f"speed-up {result['speedup']:.2f}× (MACs ratio {result['macs_ratio']:.2f}×) |"
             )
     return rows
 
 
-def _results_section(summary: Mapping[str, Any], task: str, dataset: Mapping[str, Any], bench: Any) -> str:
+def _results_section(
+    summary: Mapping[str, Any], task: str, dataset: Mapping[str, Any], bench: Any, trained_start: bool
+) -> str:
     seconds = summary["macs"].get("seconds", 1.0)
     lines = [
         "| | Start model (before training) | This model | Change |",
@@ -331,9 +333,13 @@ def _results_section(summary: Mapping[str, Any], task: str, dataset: Mapping[str
         f"`count_macs`: multiply-accumulates of one forward pass over {seconds:g} s of 16 kHz audio, batch 1, "
         "task head included; the CNN and Transformer shares in parentheses leave out the head). Metrics are "
         f'measured on the `{dataset["split"]}` split of {dataset["name"]}. The "before" metrics are those '
-        "of the start model evaluated before this run's training; without a trained task head (a `tiny:` "
-        "model, a pre-trained-only checkpoint) it is at chance level there: the starting point, not a "
-        "trained dense baseline.",
+        + (
+            "of the start model, the dense model this one was pruned from."
+            if trained_start
+            else "of the start model evaluated before this run's training; without a trained task head (a "
+            "`tiny:` model, a pre-trained-only checkpoint) it is at chance level there: the starting point, "
+            "not a trained dense baseline."
+        ),
     ]
     if bench:
         from .bench import bench_markdown
@@ -574,7 +580,9 @@ def card_from_summary(
         "",
         "## Results",
         "",
-        _results_section(summary, task, dataset, bench),
+        _results_section(
+            summary, task, dataset, bench, trained_start=start is not None and start["recipe"]["task"] == task
+        ),
         "",
         "## How to use",
         "",

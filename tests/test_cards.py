@@ -198,7 +198,7 @@ def test_card_with_bench_result(asr_run):
     text = make_model_card(run_dir).text
     assert (
         f"| Latency (cpu, batch 1, 0.5 s audio) | {result['dense_median_ms']:.1f} ms | "
-        f"{result['pruned_median_ms']:.1f} ms | {result['speedup']:.2f}× faster" in text
+        f"{result['pruned_median_ms']:.1f} ms | speed-up {result['speedup']:.2f}×" in text
     )
     assert bench_markdown(bench).rstrip("\n") in text
     assert make_model_card(run_dir, bench=bench).text == text  # passed explicitly: the same
