@@ -178,11 +178,20 @@ def build_model(
         return family.stock_models[head](config)
     auto_class = AutoModelForCTC if head == "ctc" else AutoModelForAudioClassification
     try:
-        return auto_class.from_pretrained(
-            recipe.model, ignore_mismatched_sizes=True, **{**task_config, **recipe.model_config}
+        model, info = auto_class.from_pretrained(
+            recipe.model,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+            **{**task_config, **recipe.model_config},
         )
     except OSError as err:  # not a local checkpoint, and not on the Hub or offline (HF_HUB_OFFLINE=1)
         raise ValueError(f"cannot load the model {recipe.model!r}: {err}") from err
+    if "layer_weights" in info["missing_keys"]:
+        # transformers leaves a new `layer_weights` (weighted layer sum) uninitialised: memory garbage
+        # that made runs irreproducible. Start from the stock value, an equal mix of the layers.
+        with torch.no_grad():
+            model.layer_weights.fill_(1.0 / len(model.layer_weights))
+    return model
 
 
 def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokenizer:

@@ -31,7 +31,7 @@ from hf_hjprune.data.collate import (
 from hf_hjprune.data.corpus import build_corpus
 from hf_hjprune.data.sources import load_source
 from hf_hjprune.recipes import available_recipes, load_recipe
-from hf_hjprune.train import HEAD_MODULES, build_optimizer, train
+from hf_hjprune.train import HEAD_MODULES, build_model, build_optimizer, train
 
 SIZES = {"num_train": 32, "num_validation": 8, "num_test": 8, "seed": 0}
 SUMMARY_KEYS = {
@@ -297,6 +297,21 @@ def test_optimizer_groups_and_head_learning_rate(head):
     )
     without = load_recipe("tiny_slu", ["learning_rate=1e-3", "max_steps=10"])
     assert {group["initial_lr"] for group in build_optimizer(without, model, None)[0].param_groups} == {1e-3}
+
+
+def test_a_new_weighted_layer_sum_starts_as_an_equal_mix(tmp_path):
+    """transformers leaves a `layer_weights` missing from the checkpoint uninitialised (garbage)."""
+    Wav2Vec2ForCTC(tiny_config("wav2vec2")).save_pretrained(tmp_path / "ctc")
+    overrides = [f"model={tmp_path / 'ctc'}", "model_config={use_weighted_layer_sum: true}"]
+    recipe = load_recipe("tiny_slu", overrides)
+    for _ in range(3):
+        model = build_model(recipe, label2id={"a": 0, "b": 1})
+        count = len(model.layer_weights)
+        assert torch.equal(model.layer_weights, torch.full_like(model.layer_weights, 1 / count))
+    model.layer_weights.data.copy_(torch.arange(count) / count)
+    model.save_pretrained(tmp_path / "slu")
+    trained = load_recipe("tiny_slu", [f"model={tmp_path / 'slu'}", "model_config={}"])
+    assert torch.equal(build_model(trained, label2id={"a": 0, "b": 1}).layer_weights, model.layer_weights)
 
 
 # --- training runs ---------------------------------------------------------------------------------------
