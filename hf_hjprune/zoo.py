@@ -63,8 +63,8 @@ PAPER_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 DATA_NAMES = {"synthetic": "synthetic (eSpeak NG)", "librispeech": "LibriSpeech", "slurp": "SLURP"}
 TASK_TITLES = {"asr": "Speech recognition (CTC)", "slu": "Intent classification (SLU)"}
 RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench", "start_summary")
-BENCH_SETTINGS = dict(seconds=(1.0, 10.0), batch_sizes=(1, 8), repeats=10, warmup=2, memory=True)
-"""`hjprune bench` settings of the zoo's (start model, pruned model) pairs."""
+BENCH_SETTINGS: dict[str, Any] = {}
+"""`benchmark_models` arguments of the zoo's (start model, pruned model) pairs: `hjprune bench`'s defaults."""
 
 
 def _entry(
