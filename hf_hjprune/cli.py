@@ -11,6 +11,7 @@ import importlib
 import logging
 
 SUBCOMMANDS: dict[str, str] = {
+    "pretrain": "hf_hjprune.pretrain",
     "train": "hf_hjprune.train",
     "demo": "hf_hjprune.demo",
     "bench": "hf_hjprune.bench",

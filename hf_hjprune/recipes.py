@@ -20,11 +20,15 @@ from typing import Any
 
 import yaml
 
+from .start_models import resolve_model
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 TASKS = ("asr", "slu")
 VARIANTS = ("none", "macs", "sep", "params", "transformer")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+INITS = ("pretrained", "random")
+OOD_TESTS = ("flite",)
 TINY_PREFIX = "tiny:"
 TINY_FAMILIES = ("wav2vec2", "hubert", "wavlm")
 
@@ -36,10 +40,17 @@ class Recipe:
     Attributes:
         task: `"asr"` (CTC on `text`) or `"slu"` (utterance classification of `intent`).
         model: A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned),
-            or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small randomly initialised model.
+            `ssl:NAME` for a start model pretrained here and shipped with the package (e.g.
+            `ssl:tiny-hubert`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
+            randomly initialised model.
         model_config: Config attributes to override (for `tiny:` models, their sizes).
+        init: `"pretrained"` (the start model's weights) or `"random"` (its architecture with new
+            weights: the from-scratch baseline of the same shape).
         data: A data source of `hf_hjprune.data.sources.load_source`.
         data_options: Keyword options of that source.
+        ood_test: `"flite"`: also evaluate the final model on the test split spoken by flite, a
+            synthesizer never trained on (the `"synthetic"` source only; skipped with a warning where
+            flite is not installed).
         cache_audio: Keep decoded audio in memory (small corpora only); otherwise decode on access.
         group_by_length: Batch utterances of similar lengths (shuffled groups of 50 batches).
         variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
@@ -73,8 +84,10 @@ class Recipe:
     task: str = "asr"
     model: str = "tiny:wav2vec2"
     model_config: dict[str, Any] = field(default_factory=dict)
+    init: str = "pretrained"
     data: str = "synthetic"
     data_options: dict[str, Any] = field(default_factory=dict)
+    ood_test: str | None = None
     cache_audio: bool = False
     group_by_length: bool = True
     variant: str = "macs"
@@ -103,15 +116,24 @@ class Recipe:
     output_dir: str = "outputs/run"
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        for name, choices in (("task", TASKS), ("variant", VARIANTS), ("mixed_precision", MIXED_PRECISION)):
+        validate_fields(self)
+        named_choices = (
+            ("task", TASKS),
+            ("variant", VARIANTS),
+            ("mixed_precision", MIXED_PRECISION),
+            ("init", INITS),
+        )
+        for name, choices in named_choices:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.model.startswith(TINY_PREFIX) and self.model[len(TINY_PREFIX) :] not in TINY_FAMILIES:
             raise ValueError(
                 f"model {self.model!r}: tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}"
+            )
+        resolve_model(self.model)  # an unknown `ssl:` name fails here, listing the shipped ones
+        if self.ood_test is not None and (self.ood_test not in OOD_TESTS or self.data != "synthetic"):
+            raise ValueError(
+                f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
             )
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps"):
             if getattr(self, name) < 1:
@@ -166,13 +188,23 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
         ValueError: Unknown recipe name (the message lists the shipped ones), unknown key, or a
             value of the wrong type or out of range.
     """
+    values, source = read_recipe_values(name_or_path, overrides, RECIPES_DIR)
+    return Recipe.from_dict(values, source=source)
+
+
+def read_recipe_values(
+    name_or_path: str | os.PathLike, overrides: Sequence[str], directory: Path
+) -> tuple[dict[str, Any], str]:
+    """The mapping of a YAML file, or of the recipe `directory/{name}.yaml`, with `key=value`
+    overrides applied; and the file it came from."""
     path = Path(name_or_path)
     if not path.is_file():
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        path = directory / f"{name_or_path}.yaml"
         if not path.is_file():
+            shipped = sorted(p.stem for p in directory.glob("*.yaml"))
             raise ValueError(
                 f"unknown recipe {os.fspath(name_or_path)!r}: not a YAML file, nor one of the shipped "
-                f"recipes: {', '.join(available_recipes())}"
+                f"recipes: {', '.join(shipped)}"
             )
     with open(path, encoding="utf-8") as f:
         values = yaml.safe_load(f) or {}
@@ -180,7 +212,14 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
         raise ValueError(f"{path} must hold a mapping of recipe fields")
     for override in overrides:
         apply_override(values, override)
-    return Recipe.from_dict(values, source=str(path))
+    return values, str(path)
+
+
+def validate_fields(recipe: Any) -> None:
+    """Check every field of a recipe dataclass against its type hint, converting ints to floats."""
+    hints = typing.get_type_hints(type(recipe))
+    for f in dataclasses.fields(recipe):
+        setattr(recipe, f.name, _coerce(f.name, getattr(recipe, f.name), hints[f.name]))
 
 
 def apply_override(values: dict[str, Any], override: str) -> None:
@@ -212,6 +251,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 continue
         if origin is dict and isinstance(value, dict):
             return dict(value)
+        if origin is list and isinstance(value, list):
+            (item_hint,) = typing.get_args(option) or (Any,)
+            return [value_ if item_hint is Any else _coerce(name, value_, item_hint) for value_ in value]
         if origin in (int, str, bool) and type(value) is origin:
             return value
     expected = " or ".join(getattr(option, "__name__", str(option)) for option in options)

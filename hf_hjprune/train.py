@@ -31,7 +31,7 @@ from typing import Any
 import jiwer
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import is_tensorboard_available, set_seed
@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoModelForAudioClassification,
     AutoModelForCTC,
     PreTrainedModel,
@@ -57,9 +58,11 @@ from .data.collate import (
     prepare_split,
 )
 from .data.corpus import SPLITS
-from .data.sources import check_columns, load_source
+from .data.flite import flite_available
+from .data.sources import check_columns, load_flite_test, load_source
 from .pruner import HJPruner
 from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
+from .start_models import resolve_model
 from .structure import FAMILIES
 
 logger = get_logger(__name__)
@@ -178,8 +181,13 @@ def build_model(
         return family.stock_models[head](config)
     auto_class = AutoModelForCTC if head == "ctc" else AutoModelForAudioClassification
     try:
+        if recipe.init == "random":  # the start model's architecture with new weights
+            config = AutoConfig.from_pretrained(
+                resolve_model(recipe.model), **task_config, **recipe.model_config
+            )
+            return auto_class.from_config(config)
         model, info = auto_class.from_pretrained(
-            recipe.model,
+            resolve_model(recipe.model),
             ignore_mismatched_sizes=True,
             output_loading_info=True,
             **{**task_config, **recipe.model_config},
@@ -196,8 +204,8 @@ def build_model(
 
 def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokenizer:
     """The tokenizer saved next to a local `recipe.model`, else a new one over the training characters."""
-    if (Path(recipe.model) / "vocab.json").is_file():
-        return Wav2Vec2CTCTokenizer.from_pretrained(recipe.model)
+    if (Path(resolve_model(recipe.model)) / "vocab.json").is_file():
+        return Wav2Vec2CTCTokenizer.from_pretrained(resolve_model(recipe.model))
     return build_tokenizer(transcripts)
 
 
@@ -284,6 +292,29 @@ def build_dataloaders(
         dataloader("validation", eval_batch_size, _by_length(splits["validation"].lengths)),
         dataloader("test", eval_batch_size, _by_length(splits["test"].lengths)),
     )
+
+
+def build_ood_dataloader(
+    recipe: Recipe,
+    test_split: Any,
+    target_column: str,
+    encode: Callable[[Any], Any],
+    collator: SpeechCollator,
+) -> DataLoader | None:
+    """The out-of-domain test set of `recipe.ood_test` (flite), or None when there is none or flite is
+    not installed (a warning says so)."""
+    if recipe.ood_test is None:
+        return None
+    if not flite_available():
+        logger.warning(
+            "ood_test: flite is not installed (apt-get install flite); skipping it", main_process_only=True
+        )
+        return None
+    with PartialState().main_process_first():
+        ood = load_flite_test(test_split, **recipe.data_options)
+    prepared = prepare_split(ood, target_column, encode, "ood_test", keep_audio=recipe.cache_audio)
+    return DataLoader(prepared, batch_size=recipe.eval_batch_size or recipe.batch_size,
+                      sampler=_by_length(prepared.lengths), collate_fn=collator)  # fmt: skip
 
 
 def _by_length(lengths: list[int]) -> list[int]:
@@ -421,9 +452,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         split: prepare_split(dataset[split], target_column, encode, split, keep_audio=recipe.cache_audio)
         for split in SPLITS
     }
-    train_dataloader, validation_dataloader, test_dataloader = build_dataloaders(
-        recipe, splits, SpeechCollator(feature_extractor)
-    )
+    collator = SpeechCollator(feature_extractor)
+    train_dataloader, validation_dataloader, test_dataloader = build_dataloaders(recipe, splits, collator)
+    ood_dataloader = build_ood_dataloader(recipe, dataset["test"], target_column, encode, collator)
     optimizer, scheduler = build_optimizer(recipe, model, pruner)
 
     trained = pruner if pruner is not None else model
@@ -432,6 +463,8 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             trained, optimizer, train_dataloader, validation_dataloader, test_dataloader, scheduler
         )
     )
+    if ood_dataloader is not None:
+        ood_dataloader = accelerator.prepare(ood_dataloader)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
 
@@ -532,6 +565,14 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         "metrics": {"before": progress.metrics_before, "after": metrics_after},
         "skipped_files": {split: splits[split].skipped_counts for split in SPLITS},
     }
+    if recipe.ood_test is not None:
+        summary["ood_test"] = {"source": recipe.ood_test}
+        if ood_dataloader is None:
+            summary["ood_test"]["skipped"] = "flite is not installed"
+        else:
+            summary["ood_test"]["metrics"] = evaluate(final, ood_dataloader, accelerator, tokenizer)
+            logger.info(f"Out-of-domain ({recipe.ood_test}) test metrics: {summary['ood_test']['metrics']}",
+                        main_process_only=True)  # fmt: skip
     if pruner is not None:
         summary["pruning"] = pruner.stats(progress.step)
     if accelerator.is_main_process:

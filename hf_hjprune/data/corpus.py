@@ -382,6 +382,11 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def held_out_speakers(seed: int = 0) -> list[str]:
+    """The voices that speak only the test split of a corpus built with `seed`."""
+    return _split_speakers(np.random.default_rng([seed, 0]))[1]
+
+
 def _split_speakers(rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """Split the voices into train/validation speakers and test speakers: per accent, one male and one female
     variant are held out for the test split."""
