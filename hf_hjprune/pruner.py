@@ -30,6 +30,7 @@ from .structure import (
     family_of,
     head_of,
     match_sites,
+    original_unit_counts,
     strip_base_prefix,
     unit_counts,
 )
@@ -75,6 +76,9 @@ class HJPruner(nn.Module):
             (only heads and FFN units for `"transformer"`).
         prune_blocks: also gate whole attention and FFN blocks of each layer.
         init_log_alpha: initial gate logit (2.0 keeps ~98% of units in expectation).
+        target_reference: `"start"`: the target is relative to `model`; `"original"`: relative to the
+            unpruned model an HJPruned `model` was cut from (its config's `original_*` sizes), so that
+            pruning a pruned model further can aim at a total reduction.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class HJPruner(nn.Module):
         prune_blocks: bool = False,
         init_log_alpha: float = 2.0,
         sampling_rate: int = 16000,
+        target_reference: str = "start",
     ):
         super().__init__()
         family_of(model)  # raises for an unsupported family
@@ -132,10 +137,23 @@ class HJPruner(nn.Module):
         self.gates = nn.ModuleDict(gates)
         self.budget = LagrangianBudget(list(self.targets))
 
+        if target_reference not in ("start", "original"):
+            raise ValueError(f"target_reference must be 'start' or 'original', got {target_reference!r}")
+        self.target_reference = target_reference
+        reference = self.counts if target_reference == "start" else original_unit_counts(config)
         with torch.no_grad():
-            self._dense = self._costs(self.counts)
+            self._dense = self._costs(reference)
             floor = self._costs(self._min_units())
+            already = {
+                name: 1.0 - float(self._costs(self.counts)[name] / self._dense[name]) for name in self.targets
+            }
+        self._start_reduction = already
         for name, target_value in self.targets.items():
+            if target_value <= already[name]:
+                raise ValueError(
+                    f"target {target_value:.3f} for the {name} budget is already reached: the start model is "
+                    f"{already[name]:.3f} below the original; aim higher to prune further"
+                )
             reachable = 1.0 - float(floor[name] / self._dense[name])
             if target_value >= reachable:
                 raise ValueError(
@@ -271,7 +289,10 @@ class HJPruner(nn.Module):
 
     def target_at(self, step: int) -> dict[str, float]:
         """`t` per budget at a training step (ramped over the warm-up)."""
-        return {name: ramped_target(value, step, self.warmup_steps) for name, value in self.targets.items()}
+        return {
+            name: ramped_target(value, step, self.warmup_steps, self._start_reduction[name])
+            for name, value in self.targets.items()
+        }
 
     def penalty(self, step: int) -> torch.Tensor:
         """The Lagrangian term `Σ λ1 (ŝ - t) + λ2 (ŝ - t)^2` to add to the task loss."""

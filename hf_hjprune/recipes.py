@@ -28,6 +28,7 @@ TASKS = ("asr", "slu")
 VARIANTS = ("none", "macs", "sep", "params", "transformer")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INITS = ("pretrained", "random")
+TARGET_REFERENCES = ("start", "original")
 OOD_TESTS = ("flite",)
 TINY_PREFIX = "tiny:"
 TINY_FAMILIES = ("wav2vec2", "hubert", "wavlm")
@@ -56,9 +57,20 @@ class Recipe:
         variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
         target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
         prune_blocks: Also gate whole attention and FFN blocks.
-        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up and the
-            pruning target ramps up from 0.
+        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up (and the
+            pruning target ramps up, unless `target_warmup_ratio` is set).
         warmup_steps: The same in steps; overrides `warmup_ratio` when set.
+        target_warmup_ratio: Fraction of `max_steps` over which the pruning target ramps up from 0.
+        target_reference: What the target is relative to: `"start"` (the start model) or
+            `"original"` (the unpruned model an HJPruned start model was cut from, as recorded in its
+            config: continuing to prune to a higher total reduction).
+        final_finetune_steps: After pruning, train the fixed pruned structure for this many more
+            steps (its own warm-up and decay; 0: none).
+        final_finetune_learning_rate: Peak learning rate of the final fine-tune (default:
+            `learning_rate`).
+        distillation: Learn from a dense teacher too (`hf_hjprune.distill.DistillationConfig`:
+            `teacher`, `temperature`, `logits_weight`, `hidden_weight`, `hidden_layers`,
+            `task_weight`), while pruning and in the final fine-tune.
         seconds: Audio length for MACs counts (attention cost grows with its square).
         max_steps: Number of optimizer updates.
         batch_size: Utterances per batch and process.
@@ -95,6 +107,11 @@ class Recipe:
     prune_blocks: bool = False
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None
+    target_warmup_ratio: float | None = None
+    target_reference: str = "start"
+    final_finetune_steps: int = 0
+    final_finetune_learning_rate: float | None = None
+    distillation: dict[str, Any] | None = None
     seconds: float = 1.0
     max_steps: int = 1000
     batch_size: int = 8
@@ -145,6 +162,20 @@ class Recipe:
             raise ValueError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.target_warmup_ratio is not None and not 0.0 <= self.target_warmup_ratio <= 1.0:
+            raise ValueError(f"target_warmup_ratio must be in [0, 1], got {self.target_warmup_ratio}")
+        if self.target_reference not in TARGET_REFERENCES:
+            raise ValueError(
+                f"target_reference must be one of {', '.join(TARGET_REFERENCES)}, got {self.target_reference!r}"
+            )
+        if self.final_finetune_steps < 0:
+            raise ValueError(f"final_finetune_steps must not be negative, got {self.final_finetune_steps}")
+        if self.final_finetune_steps and self.variant == "none":
+            raise ValueError("final_finetune_steps is for pruning runs; with variant: none, raise max_steps")
+        if self.distillation is not None:
+            from .distill import DistillationConfig
+
+            DistillationConfig.from_dict(self.distillation)  # checks keys and values now
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
             raise ValueError(
                 f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
@@ -160,6 +191,14 @@ class Recipe:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return round(self.warmup_ratio * self.max_steps)
+
+    @property
+    def num_target_warmup_steps(self) -> int:
+        """Steps over which the pruning target ramps up: `target_warmup_ratio` of `max_steps`, or
+        the learning-rate warm-up when it is not set."""
+        if self.target_warmup_ratio is None:
+            return self.num_warmup_steps
+        return round(self.target_warmup_ratio * self.max_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

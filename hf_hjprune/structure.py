@@ -225,6 +225,15 @@ def strip_base_prefix(name: str, model: nn.Module) -> str | None:
     return name[len(prefix) :] if name.startswith(prefix) else None
 
 
+def original_unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
+    """Units per layer of each group in the unpruned model a config was cut from (itself if stock)."""
+    return {
+        "conv": list(getattr(config, "original_conv_dim", None) or config.conv_dim),
+        "heads": [config.num_attention_heads] * config.num_hidden_layers,
+        "ffn": [config.intermediate_size] * config.num_hidden_layers,
+    }
+
+
 def unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
     """Units per layer of each group, for a stock or pruned config."""
     return {

@@ -60,6 +60,7 @@ from .data.collate import (
 from .data.corpus import SPLITS
 from .data.flite import flite_available
 from .data.sources import check_columns, load_flite_test, load_source
+from .distill import DistillationConfig, Distiller
 from .pruner import HJPruner
 from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
 from .start_models import resolve_model
@@ -322,13 +323,33 @@ def _by_length(lengths: list[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
+def task_loss(
+    trained: nn.Module,
+    batch: dict[str, torch.Tensor],
+    distiller: Distiller | None,
+    distill: nn.Module | None,
+    model: PreTrainedModel,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The task loss of a batch, and what to minimise: the task loss, or its mix with distillation
+    (`distill` is the distiller, possibly wrapped for several processes)."""
+    if distiller is None:
+        loss = trained(**batch).loss
+        return loss, loss
+    outputs = trained(**batch, output_hidden_states=distiller.needs_hidden_states)
+    weight = distiller.config.task_weight
+    return outputs.loss, weight * outputs.loss + distill(outputs, batch, model)
+
+
 def build_optimizer(
-    recipe: Recipe, model: nn.Module, pruner: HJPruner | None
+    recipe: Recipe, model: nn.Module, pruner: HJPruner | None, distiller: Distiller | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the model weights (warm-up and decay, weight decay), the gate logits and the
-    Lagrange multipliers (constant learning rates, no weight decay)."""
+    Lagrange multipliers (constant learning rates, no weight decay). A distiller's projections train
+    with the task head (they start from scratch too)."""
     head = [param for name, param in model.named_parameters() if name.split(".")[0] in HEAD_MODULES]
     body = [param for name, param in model.named_parameters() if name.split(".")[0] not in HEAD_MODULES]
+    if distiller is not None:
+        head += list(distiller.parameters())
     groups = [{"params": body, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay}]
     if head:
         head_lr = recipe.head_learning_rate or recipe.learning_rate
@@ -390,6 +411,8 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     Everything that can be wrong with the input (data source, missing column, no usable audio,
     unreachable pruning target, nothing to resume) raises `ValueError` before the first step.
     """
+    if recipe.final_finetune_steps:
+        return train_with_final_finetune(recipe, resume)
     output_dir = Path(recipe.output_dir)
     found = checkpoints(output_dir)
     if resume and not found:
@@ -443,7 +466,8 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             model,
             variant=recipe.variant,
             target=recipe.target,
-            warmup_steps=recipe.num_warmup_steps,
+            warmup_steps=recipe.num_target_warmup_steps,
+            target_reference=recipe.target_reference,
             seconds=recipe.seconds,
             prune_blocks=recipe.prune_blocks,
         )
@@ -455,7 +479,10 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     collator = SpeechCollator(feature_extractor)
     train_dataloader, validation_dataloader, test_dataloader = build_dataloaders(recipe, splits, collator)
     ood_dataloader = build_ood_dataloader(recipe, dataset["test"], target_column, encode, collator)
-    optimizer, scheduler = build_optimizer(recipe, model, pruner)
+    distiller = None
+    if recipe.distillation is not None:
+        distiller = Distiller(DistillationConfig.from_dict(recipe.distillation), model, recipe.task)
+    optimizer, scheduler = build_optimizer(recipe, model, pruner, distiller)
 
     trained = pruner if pruner is not None else model
     trained, optimizer, train_dataloader, validation_dataloader, test_dataloader, scheduler = (
@@ -465,6 +492,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     )
     if ood_dataloader is not None:
         ood_dataloader = accelerator.prepare(ood_dataloader)
+    distill = distiller
+    if distiller is not None and distiller.needs_hidden_states:  # learned projections: synchronised
+        distill = accelerator.prepare(distiller)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
 
@@ -498,9 +528,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
         for batch in batches:
             with accelerator.accumulate(trained):
-                loss = trained(**batch).loss
+                loss, objective = task_loss(trained, batch, distiller, distill, model)
                 penalty = pruner.penalty(progress.step) if pruner is not None else torch.zeros_like(loss)
-                accelerator.backward(loss + penalty)
+                accelerator.backward(objective + penalty)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model_parameters, recipe.max_grad_norm)
                 optimizer.step()
@@ -580,6 +610,80 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     accelerator.end_training()
     return summary
+
+
+def train_with_final_finetune(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
+    """Prune (into `output_dir/prune`), then fine-tune the fixed pruned structure for
+    `final_finetune_steps` (into `output_dir/finetune`); the final model and the combined summary go
+    where any run puts them (`output_dir/model`, `output_dir/summary.json`). With `resume`, a finished
+    phase is kept and an interrupted one continues from its checkpoints."""
+    output_dir = Path(recipe.output_dir)
+    prune = dataclasses.replace(recipe, final_finetune_steps=0, output_dir=str(output_dir / "prune"))
+    pruned = _phase(prune, resume)
+    finetune = dataclasses.replace(
+        prune,
+        model=str(output_dir / "prune" / "model"),
+        model_config={},  # the pruned checkpoint's config already has the recipe's overrides
+        init="pretrained",
+        variant="none",
+        max_steps=recipe.final_finetune_steps,
+        warmup_steps=None,
+        learning_rate=recipe.final_finetune_learning_rate or recipe.learning_rate,
+        head_learning_rate=None,  # the head is trained by now
+        output_dir=str(output_dir / "finetune"),
+    )
+    tuned = _phase(finetune, resume)
+    summary = {
+        **pruned,
+        "recipe": recipe.to_dict(),
+        "steps": pruned["steps"] + tuned["steps"],
+        "train_seconds": pruned["train_seconds"] + tuned["train_seconds"],
+        "params": {"before": pruned["params"]["before"], "after": tuned["params"]["after"]},
+        "macs": {**pruned["macs"], "after": tuned["macs"]["after"]},
+        "metrics": {
+            **pruned["metrics"],
+            "after": tuned["metrics"]["after"],
+            "after_pruning": pruned["metrics"]["after"],
+        },
+        "final_finetune": {
+            "steps": tuned["steps"],
+            "train_seconds": tuned["train_seconds"],
+            "learning_rate": finetune.learning_rate,
+        },  # fmt: skip
+    }
+    if "ood_test" in tuned:
+        summary["ood_test"] = {
+            **tuned["ood_test"],
+            "after_pruning": pruned.get("ood_test", {}).get("metrics"),
+        }
+    if PartialState().is_main_process:
+        shutil.rmtree(output_dir / "model", ignore_errors=True)
+        shutil.copytree(output_dir / "finetune" / "model", output_dir / "model")
+        lines = [json.loads(line) for line in _read_lines(output_dir / "prune" / "metrics.jsonl")]
+        lines += [{**json.loads(line), "step": json.loads(line)["step"] + pruned["steps"]}
+                  for line in _read_lines(output_dir / "finetune" / "metrics.jsonl")]  # fmt: skip
+        (output_dir / "metrics.jsonl").write_text(
+            "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8"
+        )
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    PartialState().wait_for_everyone()
+    return summary
+
+
+def _phase(recipe: Recipe, resume: bool) -> dict[str, Any]:
+    """Run one phase of a chained run; with `resume`, a finished phase is reused as it is."""
+    summary_path = Path(recipe.output_dir) / "summary.json"
+    if resume and summary_path.is_file():
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    return train(recipe, resume=resume and bool(checkpoints(Path(recipe.output_dir))))
+
+
+def _read_lines(path: Path) -> list[str]:
+    return (
+        [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_file()
+        else []
+    )
 
 
 def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:
