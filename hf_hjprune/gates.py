@@ -33,6 +33,9 @@ class HardConcreteGate(nn.Module):
         self.low, self.high = stretch
         self.min_kept = min_kept
         self.log_alpha = nn.Parameter(torch.empty(sum(self.sizes)).normal_(init_log_alpha, init_std))
+        self.kept_counts: list[int] | None = None
+        """Units the eval mask keeps per layer, when set (by `HJPruner.match_target`); else the rounded
+        expected counts."""
 
     def probability_nonzero(self) -> torch.Tensor:
         """P(z != 0) per unit (flat over layers); differentiable in `log_alpha`."""
@@ -42,6 +45,20 @@ class HardConcreteGate(nn.Module):
         """Expected number of kept units per layer (the expected L0 norm of each layer)."""
         probs = self.probability_nonzero()
         return torch.stack([p.sum() for p in probs.split(self.sizes)]) if self.sizes else probs.new_zeros(0)
+
+    def eval_counts(self) -> list[int]:
+        """Units the eval mask keeps per layer: `kept_counts`, or the rounded expected counts."""
+        if self.kept_counts is not None:
+            return list(self.kept_counts)
+        counts = self.expected_counts().detach().tolist()
+        return [min(size, max(self.min_kept, int(round(count)))) for size, count in zip(self.sizes, counts)]
+
+    def median(self) -> torch.Tensor:
+        """The median of each unit's stretched distribution: its eval mask value when kept."""
+        return self.median_of(self.log_alpha)
+
+    def median_of(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        return self._stretch(torch.sigmoid(log_alpha / self.beta))
 
     def _stretch(self, s: torch.Tensor) -> torch.Tensor:
         return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
@@ -53,12 +70,10 @@ class HardConcreteGate(nn.Module):
 
     def deterministic(self) -> torch.Tensor:
         """The eval mask (flat over layers): the expected number of units, at their median value."""
-        median = self._stretch(torch.sigmoid(self.log_alpha / self.beta))
+        median = self.median()
         keep = torch.zeros_like(median, dtype=torch.bool)
-        counts = self.expected_counts().detach()
         offset = 0
-        for size, count in zip(self.sizes, counts.tolist()):
-            num_kept = min(size, max(self.min_kept, int(round(count))))
+        for size, num_kept in zip(self.sizes, self.eval_counts()):
             if num_kept:
                 top = self.log_alpha[offset : offset + size].detach().topk(num_kept).indices
                 keep[offset + top] = True

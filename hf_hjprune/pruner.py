@@ -36,6 +36,13 @@ from .structure import (
 )
 
 VARIANTS = ("macs", "sep", "params", "transformer")
+
+
+def _in_budget(budget: str, group: str) -> bool:
+    """Whether a unit group's cost counts in a budget (HJ-Sep splits the CNN from the Transformer)."""
+    return {"cnn_macs": group == "conv", "transformer_macs": group != "conv"}.get(budget, True)
+
+
 BLOCKS = {"heads": "attention_blocks", "ffn": "ffn_blocks"}
 
 Target = float | Mapping[str, float]
@@ -333,6 +340,75 @@ class HJPruner(nn.Module):
                 layers = [mask * block for mask, block in zip(layers, masks[BLOCKS[group]])]
             keep[group] = [mask.nonzero().flatten().tolist() for mask in layers]
         return keep
+
+    def _reduction_of(self, keep: Mapping[str, list[list[int]]]) -> dict[str, float]:
+        costs = self._costs({group: [len(layer) for layer in layers] for group, layers in keep.items()})
+        return {name: 1.0 - float(costs[name] / self._dense[name]) for name in self.targets}
+
+    @torch.no_grad()
+    def match_target(self, tolerance: float = 0.01) -> dict[str, int]:
+        """Make the eval mask meet every budget's final target within `tolerance`.
+
+        A short run can end with its expected reduction off target (gates lag the ramp, or λ
+        overshoots). Units are then taken away, lowest gate logit first, or removed units are given
+        back, highest logit first, as long as their eval mask value is nonzero (a unit at 0 would cost
+        MACs and change nothing), until each budget is met. This sets the gates' per-layer kept counts,
+        so the gated eval model and `export()` agree exactly. Returns the units removed and added.
+        """
+        changed = {"removed": 0, "added": 0}
+        for budget, target in self.targets.items():
+            groups = [group for group in self.units if _in_budget(budget, group)]
+            for gate in (self.gates[group] for group in groups):
+                gate.kept_counts = gate.eval_counts()
+            for direction, step in (("removed", -1), ("added", 1)):
+                while True:
+                    reduction = self._reduction_of(self.keep_indices())[budget]
+                    if (reduction >= target - tolerance) if step < 0 else (reduction <= target + tolerance):
+                        break
+                    move = self._choose_move(
+                        self._boundary_moves(groups, direction), step, budget, target, tolerance
+                    )
+                    if move is None:
+                        break
+                    self.gates[move[0]].kept_counts[move[1]] += step
+                    changed[direction] += 1
+        self._masks = None
+        return changed
+
+    def _choose_move(
+        self, moves: list[tuple[str, int]], step: int, budget: str, target: float, tolerance: float
+    ) -> tuple[str, int] | None:
+        """The best-ranked move that does not cross the far side of the tolerance band; else the best
+        one if it brings the reduction closer to the target; else None."""
+        current = self._reduction_of(self.keep_indices())[budget]
+        for move in moves:
+            after = self._reduction_after(move, step, budget)
+            if (after <= target + tolerance) if step < 0 else (after >= target - tolerance):
+                return move
+        if moves and abs(self._reduction_after(moves[0], step, budget) - target) < abs(current - target):
+            return moves[0]
+        return None
+
+    def _reduction_after(self, move: tuple[str, int], step: int, budget: str) -> float:
+        counts = self.gates[move[0]].kept_counts
+        counts[move[1]] += step
+        reduction = self._reduction_of(self.keep_indices())[budget]
+        counts[move[1]] -= step
+        return reduction
+
+    def _boundary_moves(self, groups: list[str], direction: str) -> list[tuple[str, int]]:
+        """Layers that can lose their last kept unit, lowest logit first (`removed`), or regain their
+        first removed unit, highest logit first, if its eval value is nonzero (`added`)."""
+        moves = []
+        for group in groups:
+            gate = self.gates[group]
+            for layer, (logits, kept) in enumerate(zip(gate.log_alpha.split(gate.sizes), gate.kept_counts)):
+                ranked = logits.sort(descending=True).values
+                if direction == "removed" and kept > gate.min_kept:
+                    moves.append((float(ranked[kept - 1]), group, layer))
+                elif direction == "added" and kept < len(ranked) and float(gate.median_of(ranked[kept])) > 0:
+                    moves.append((-float(ranked[kept]), group, layer))
+        return [(group, layer) for _, group, layer in sorted(moves)]
 
     @torch.no_grad()
     def export(self) -> nn.Module:

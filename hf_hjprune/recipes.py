@@ -64,6 +64,9 @@ class Recipe:
         target_reference: What the target is relative to: `"start"` (the start model) or
             `"original"` (the unpruned model an HJPruned start model was cut from, as recorded in its
             config: continuing to prune to a higher total reduction).
+        target_tolerance: At the end of pruning, units are taken away (lowest gate logit first) or given
+            back until the reduction is within this of the target, so a run that ends off target still
+            lands on it (`None`: export the gates as they are).
         final_finetune_steps: After pruning, train the fixed pruned structure for this many more
             steps (its own warm-up and decay; 0: none).
         final_finetune_learning_rate: Peak learning rate of the final fine-tune (default:
@@ -109,6 +112,7 @@ class Recipe:
     warmup_steps: int | None = None
     target_warmup_ratio: float | None = None
     target_reference: str = "start"
+    target_tolerance: float | None = 0.01
     final_finetune_steps: int = 0
     final_finetune_learning_rate: float | None = None
     distillation: dict[str, Any] | None = None

@@ -573,6 +573,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     progress_bar.close()
 
     accelerator.wait_for_everyone()
+    adjusted = (
+        pruner.match_target(recipe.target_tolerance)
+        if pruner is not None and recipe.target_tolerance is not None
+        else None
+    )
     final = pruner.export() if pruner is not None else model
     metrics_after = evaluate(final, test_dataloader, accelerator, tokenizer)
     logger.info(f"Test metrics after training: {metrics_after}", main_process_only=True)
@@ -605,6 +610,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
                         main_process_only=True)  # fmt: skip
     if pruner is not None:
         summary["pruning"] = pruner.stats(progress.step)
+        if adjusted is not None:
+            summary["pruning"] |= {"units_removed_to_meet_target": adjusted["removed"],
+                                   "units_added_to_meet_target": adjusted["added"]}  # fmt: skip
     if accelerator.is_main_process:
         processor.save_pretrained(output_dir / "model")
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

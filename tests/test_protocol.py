@@ -123,3 +123,28 @@ def test_continue_pruning_reaches_a_higher_total_reduction(tmp_path, cache_dir, 
         f"target={target}", "target_reference=original", "gate_learning_rate=0.2", "lambda_learning_rate=0.2")  # fmt: skip
     second = AutoModelForCTC.from_pretrained(tmp_path / "second" / "model")
     assert 1 - count_macs(second).total / count_macs(original).total > first_reduction
+
+
+@pytest.mark.parametrize(
+    "variant, target, log_alpha", [("macs", 0.4, 4.0), ("macs", 0.2, -0.5), ("sep", 0.3, 4.0)]
+)
+def test_match_target_lands_on_the_budget_and_exports_exactly(variant, target, log_alpha, audio_batch):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(tiny_config(num_hidden_layers=2, intermediate_size=64)).eval()
+    pruner = HJPruner(model, variant=variant, target=target)
+    with torch.no_grad():  # gates that ended far from the target: nothing pruned, or much too much
+        for gate in pruner.gates.values():
+            gate.log_alpha.copy_(torch.randn_like(gate.log_alpha) + log_alpha)
+    changed = pruner.match_target(tolerance=0.01)
+    assert changed["removed" if log_alpha > 0 else "added"] > 0
+    reductions = pruner._reduction_of(pruner.keep_indices())
+    for name, value in pruner.targets.items():
+        assert abs(reductions[name] - value) <= 0.01 or changed["added"] and reductions[name] > value
+    pruner.eval()
+    values, mask = audio_batch
+    expected = pruner(values, attention_mask=mask).logits
+    pruned = pruner.export()
+    torch.testing.assert_close(pruned(values, attention_mask=mask).logits, expected, atol=1e-5, rtol=1e-4)
+    assert 1 - count_macs(pruned).total / count_macs(pruner.detach()).total == pytest.approx(
+        reductions.get("macs", 1 - count_macs(pruned).total / count_macs(pruner.model).total), abs=1e-6
+    )

@@ -339,15 +339,15 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     figure.savefig(path, format="png", metadata={"Software": None})
 
 
-def update_readme(markdown: str, readme: Path = README) -> bool:
-    """Replace the text between the README's comparison markers; False when there are no markers."""
+def update_readme(markdown: str, readme: Path = README, markers: tuple[str, str] = MARKERS) -> bool:
+    """Replace the text between a pair of README markers; False when there are no such markers."""
     if not readme.is_file():
         return False
     text = readme.read_text(encoding="utf-8")
-    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start < 0 or end < start:
         return False
-    updated = text[: start + len(MARKERS[0])] + "\n" + markdown + text[end:]
+    updated = text[: start + len(markers[0])] + "\n" + markdown + text[end:]
     readme.write_text(updated, encoding="utf-8")
     return True
 
