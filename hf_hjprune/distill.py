@@ -30,7 +30,7 @@ class DistillationConfig:
     """How to distil; the `distillation` mapping of a recipe.
 
     Attributes:
-        teacher: Path (or Hub id, or `ssl:` name) of the dense fine-tuned model to learn from.
+        teacher: Path (or Hub id, or `pretrained:` name) of the dense fine-tuned model to learn from.
         temperature: Softmax temperature of the logits KL.
         logits_weight: Weight of the logits KL (0: off).
         hidden_weight: Weight of the hidden-state loss (0: off).

@@ -57,7 +57,13 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, PreTrainedModel, Wav2Vec2CTCTokenizer, Wav2Vec2ForPreTraining
+from transformers import (
+    AutoModel,
+    PreTrainedModel,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2Processor,
+)
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
 from .cost import count_macs, count_params
@@ -76,6 +82,7 @@ logger = get_logger(__name__)
 PRETRAIN_RECIPES_DIR = RECIPES_DIR / "pretrain"
 OBJECTIVES = ("hubert", "wav2vec2", "ctc")
 TARGETS = ("mfcc", "layer")
+CTC_TARGETS = ("phonemes", "text")
 
 
 class PretrainingCollapsedError(RuntimeError):
@@ -90,7 +97,7 @@ class PretrainRecipe:
         family: `"wav2vec2"`, `"hubert"` or `"wavlm"`: the encoder to build (ignored with `init_from`,
             whose family is used).
         model_config: Config fields of the new encoder (sizes, norms, dropouts).
-        init_from: A checkpoint (path or `ssl:` name) to continue from instead of a random encoder.
+        init_from: A checkpoint (path or `pretrained:` name) to continue from instead of a random encoder.
         objective: `"hubert"` (masked prediction of cluster targets), `"wav2vec2"` (contrastive;
             wav2vec2 family only) or `"ctc"` (supervised: the phonemes of broad speech).
         targets: `"mfcc"` (iteration 1) or `"layer"` (iteration 2: clusters of `target_layer` of
@@ -114,6 +121,10 @@ class PretrainRecipe:
         augmentation: Fields of `hf_hjprune.data.augment.Augmentation` to override.
         crop_seconds: Length of every training window (`hubert`, `wav2vec2`).
         max_utterance_seconds: The longest utterance trained on (`ctc`, which reads whole utterances).
+        ctc_targets: What `ctc` predicts: `"phonemes"` (eSpeak NG's IPA, every language; the saved
+            model is the encoder) or `"text"` (characters; the saved model is the whole CTC model
+            with its vocabulary, a speech recogniser).
+        languages: Train `ctc` only on the utterances of these languages (e.g. `[en]`); all if empty.
         validation_windows: Windows of the held-out audio evaluated every `eval_steps`.
         batch_size: Windows per batch and process.
         gradient_accumulation_steps: Batches per optimizer update.
@@ -156,6 +167,8 @@ class PretrainRecipe:
     augmentation: dict[str, Any] = field(default_factory=dict)
     crop_seconds: float = 3.0
     max_utterance_seconds: float = 8.0
+    ctc_targets: str = "phonemes"
+    languages: list[str] = field(default_factory=list)
     validation_windows: int = 64
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
@@ -175,7 +188,8 @@ class PretrainRecipe:
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        choices = {"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS}
+        choices = {"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS,
+                   "ctc_targets": CTC_TARGETS}  # fmt: skip
         for name, options in choices.items():
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
@@ -459,15 +473,18 @@ class Contrastive(nn.Module):
         return out.loss / num_masked, metrics
 
 
-class PhonemeCTC(nn.Module):
-    """Supervised pretraining: a CTC model over phonemes; in eval mode it also reports the phoneme
-    error rate of greedy decoding (over each utterance's valid frames)."""
+class SupervisedCTC(nn.Module):
+    """Supervised pretraining: a CTC model over phonemes or characters; in eval mode it also reports the
+    phoneme (or character) error rate of greedy decoding over each utterance's valid frames."""
 
-    def __init__(self, model: PreTrainedModel, base_model_prefix: str, tokenizer: Wav2Vec2CTCTokenizer):
+    def __init__(
+        self, model: PreTrainedModel, base_model_prefix: str, tokenizer: Wav2Vec2CTCTokenizer, targets: str
+    ):
         super().__init__()
         self.model = model
         self.base_model_prefix = base_model_prefix
         self.tokenizer = tokenizer
+        self.metric = "phoneme_error_rate" if targets == "phonemes" else "character_error_rate"
 
     @property
     def encoder(self) -> PreTrainedModel:
@@ -485,7 +502,7 @@ class PhonemeCTC(nn.Module):
             [ids[ids != -100].tolist() for ids in labels], group_tokens=False
         )
         error_rate = jiwer.cer(references, [h if h else "-" for h in hypotheses])
-        return out.loss, {"phoneme_error_rate": torch.tensor(error_rate)}
+        return out.loss, {self.metric: torch.tensor(error_rate)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,30 +647,54 @@ def contrastive_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_aud
 
 def ctc_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_audio: UnlabeledAudio,
              validation_audio: UnlabeledAudio, augmentation: Augmentation, accelerator: Accelerator) -> Task:  # fmt: skip
-    """Supervised: CTC over the phonemes eSpeak NG spoke (broad speech only), whole utterances."""
-    if not hasattr(train_audio, "phonemes"):
+    """Supervised: CTC over what eSpeak NG spoke (broad speech only): its phonemes, or the text of the
+    utterances in `languages` spelled with the characters of `TEXT_CHARACTERS`; whole utterances."""
+    if not hasattr(train_audio, "rows"):
         raise ValueError(
             f"the ctc objective needs transcribed audio (data: broad_speech), not {recipe.data!r}"
         )
-    transcripts = {name: [clean_phonemes(p) for p in audio.phonemes()]
-                   for name, audio in (("train", train_audio), ("validation", validation_audio))}  # fmt: skip
-    tokenizer = build_tokenizer(transcripts["train"])
+    transcripts = {
+        name: ctc_transcripts(recipe, audio)
+        for name, audio in (("train", train_audio), ("validation", validation_audio))
+    }
+    if not any(transcripts["train"]) or not any(transcripts["validation"]):
+        raise ValueError(
+            f"no utterance has a {recipe.ctc_targets} transcript in languages {recipe.languages}"
+        )
+    tokenizer = build_tokenizer([t for t in transcripts["train"] if t])
     family = family_of(encoder)
     config = encoder.config
     config.update({"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                    "ctc_loss_reduction": "mean", "ctc_zero_infinity": True})  # fmt: skip
     model = family.stock_models["ctc"](config)
     getattr(model, family.base_model_prefix).load_state_dict(encoder.state_dict())
-    objective = PhonemeCTC(model, family.base_model_prefix, tokenizer)
+    objective = SupervisedCTC(model, family.base_model_prefix, tokenizer, recipe.ctc_targets)
     max_samples = round(recipe.max_utterance_seconds * SAMPLE_RATE)
 
     def batches(audio: UnlabeledAudio, texts: list[str], seed: int) -> UtteranceBatches:
-        labels = [tokenizer(text).input_ids for text in texts]
+        labels = [tokenizer(text).input_ids if text else [] for text in texts]
         return UtteranceBatches(audio, labels, augmentation, recipe.batch_size, max_samples, seed)
 
     train = batches(train_audio, transcripts["train"], recipe.seed)
     validation = batches(validation_audio, transcripts["validation"], recipe.seed + 1)
     return _task(objective, recipe, accelerator, train, validation)
+
+
+TEXT_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz' ")
+"""What `ctc_targets: text` spells: lower-case Latin letters, the apostrophe and the word space."""
+
+
+def ctc_transcripts(recipe: PretrainRecipe, audio: Any) -> list[str]:
+    """Each utterance's CTC target, or "" for one left out (another language; a character outside
+    `TEXT_CHARACTERS`)."""
+    if recipe.ctc_targets == "phonemes":
+        texts = [clean_phonemes(p) for p in audio.phonemes()]
+    else:
+        texts = [" ".join(row["text"].lower().split()) for row in audio.rows]
+        texts = [text if set(text) <= TEXT_CHARACTERS else "" for text in texts]
+    if recipe.languages:
+        texts = [text if row["language"] in recipe.languages else "" for text, row in zip(texts, audio.rows)]
+    return texts
 
 
 def gumbel_temperature(recipe: PretrainRecipe, step: int) -> float:
@@ -807,19 +848,31 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         "validation": final_metrics,
     }
     if accelerator.is_main_process:
-        encoder.save_pretrained(output_dir / "model")
-        build_feature_extractor().save_pretrained(output_dir / "model")
-        if isinstance(task.objective, PhonemeCTC):  # the phoneme recogniser itself, for inspection
-            accelerator.unwrap_model(objective).model.save_pretrained(output_dir / "phoneme_ctc")
-            task.objective.tokenizer.save_pretrained(output_dir / "phoneme_ctc")
+        save_outputs(recipe, task, accelerator.unwrap_model(objective), output_dir)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     accelerator.end_training()
     return summary
 
 
+def save_outputs(recipe: PretrainRecipe, task: Task, objective: nn.Module, output_dir: Path) -> None:
+    """`model/`: the encoder with its feature extractor; for `ctc_targets: text`, the whole speech
+    recogniser with its processor instead. A phoneme recogniser goes to `phoneme_ctc/`, for inspection."""
+    feature_extractor = build_feature_extractor()
+    if isinstance(objective, SupervisedCTC):
+        processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=objective.tokenizer)
+        recogniser = output_dir / ("model" if recipe.ctc_targets == "text" else "phoneme_ctc")
+        objective.model.save_pretrained(recogniser)
+        processor.save_pretrained(recogniser)
+        if recipe.ctc_targets == "text":
+            return
+    objective.encoder.save_pretrained(output_dir / "model")
+    feature_extractor.save_pretrained(output_dir / "model")
+
+
 def export_checkpoint(recipe: PretrainRecipe, checkpoint: str | Path) -> Path:
     """Write the encoder of an intermediate checkpoint (`checkpoints/step_N`, or its name) as a
-    fine-tunable model, `output_dir/model-step_N`, and return that path."""
+    fine-tunable model, `output_dir/model-step_N`, and return that path (the encoder only, also for
+    the `ctc` objective)."""
     from safetensors.torch import load_file
 
     checkpoint = Path(checkpoint)

@@ -41,8 +41,8 @@ class Recipe:
     Attributes:
         task: `"asr"` (CTC on `text`) or `"slu"` (utterance classification of `intent`).
         model: A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned),
-            `ssl:NAME` for a start model pretrained here and shipped with the package (e.g.
-            `ssl:tiny-hubert`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
+            `pretrained:NAME` for a start model pretrained here and shipped with the package (e.g.
+            `pretrained:tiny-hubert-ssl`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
             randomly initialised model.
         model_config: Config attributes to override (for `tiny:` models, their sizes).
         init: `"pretrained"` (the start model's weights) or `"random"` (its architecture with new
@@ -151,7 +151,7 @@ class Recipe:
             raise ValueError(
                 f"model {self.model!r}: tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}"
             )
-        resolve_model(self.model)  # an unknown `ssl:` name fails here, listing the shipped ones
+        resolve_model(self.model)  # an unknown `pretrained:` name fails here, listing the shipped ones
         if self.ood_test is not None and (self.ood_test not in OOD_TESTS or self.data != "synthetic"):
             raise ValueError(
                 f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"

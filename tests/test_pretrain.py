@@ -248,6 +248,25 @@ def test_supervised_phoneme_ctc_fallback(tmp_path, corpus_cache):
     assert clean_phonemes("(en)fˈeɪz(ko) ˌa-b?") == "feɪz ab"
 
 
+def test_supervised_english_text_ctc_is_a_speech_recogniser(tmp_path, corpus_cache):
+    summary = run(corpus_cache, tmp_path / "ctc", "objective=ctc", "ctc_targets=text", "languages=[en]",
+                  "mask_time_prob=0.05", "mask_time_length=2", "max_steps=2", "eval_steps=0", "checkpoint_steps=0")  # fmt: skip
+    assert "character_error_rate" in summary["validation"]
+    model_dir = tmp_path / "ctc" / "model"
+    vocabulary = json.loads((model_dir / "vocab.json").read_text())
+    assert set(vocabulary) - {"<pad>", "<unk>", "|"} <= set("abcdefghijklmnopqrstuvwxyz'")
+    recogniser = AutoModelForCTC.from_pretrained(model_dir)
+    assert recogniser.lm_head.out_features == len(vocabulary)
+    # Fine-tuning keeps its head: the command corpus is spelled with the same characters.
+    overrides = [f"model={model_dir}", "model_config={}", "variant=none", "max_steps=1", "batch_size=4",
+                 "eval_steps=0", "learning_rate=0", "head_learning_rate=0", f"output_dir={tmp_path / 'tuned'}",
+                 "data_options.num_train=16", "data_options.num_validation=4", "data_options.num_test=4",
+                 f"data_options.cache_dir={tmp_path / 'corpus'}"]  # fmt: skip
+    train(load_recipe("tiny_asr", overrides))
+    tuned = AutoModelForCTC.from_pretrained(tmp_path / "tuned" / "model")
+    torch.testing.assert_close(tuned.lm_head.weight, recogniser.lm_head.weight)
+
+
 def test_accelerate_launch_two_processes(tmp_path, corpus_cache):
     run(
         corpus_cache, tmp_path / "warm", "max_steps=1", "eval_steps=0", "checkpoint_steps=0"

@@ -1,6 +1,6 @@
 """Does pretraining help? The same fine-tuning budget from pretrained start models and from scratch.
 
-    python -m hf_hjprune.benchmarks.pretraining [--start-models ssl:tiny-hubert ...] [--seeds 0] [--jobs 2]
+    python -m hf_hjprune.benchmarks.pretraining [--start-models pretrained:tiny-hubert-ssl ...] [--seeds 0] [--jobs 2]
 
 For each task (ASR with the demo's `demo_asr_dense` recipe, SLU with `demo_slu_dense`), each start model
 is fine-tuned with exactly the recipe's budget (steps, learning-rate schedule, data), and so is a model of
@@ -33,7 +33,7 @@ CURVE_EVAL_STEPS = 50
 
 
 def run_name(task: str, start: str, seed: int) -> str:
-    return f"{task}_{start.replace('ssl:', '').replace('/', '_')}_seed{seed}"
+    return f"{task}_{start.replace('pretrained:', '').replace('/', '_')}_seed{seed}"
 
 
 def run_benchmark(
@@ -194,7 +194,10 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--start-models", nargs="+", default=["ssl:tiny-hubert"], help="pretrained start models"
+        "--start-models",
+        nargs="+",
+        default=["pretrained:tiny-hubert-ssl", "pretrained:tiny-hubert-phoneme"],
+        help="pretrained start models",
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASK_RECIPES), choices=list(TASK_RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -96,11 +96,13 @@ class Utterance:
 
 class ShardedAudio:
     """Utterances stored in memory-mapped shards: `lengths` and `audio(i)`, as every unlabeled source,
-    and the `phonemes()` eSpeak NG spoke in each (for supervised pretraining)."""
+    and for supervised pretraining their `rows` (text, language) and the `phonemes()` eSpeak NG spoke."""
 
-    def __init__(self, directory: Path, utterances: list[Utterance]):
+    def __init__(self, directory: Path, utterances: list[Utterance], rows: list[dict[str, Any]]):
         self.directory = directory
         self.utterances = utterances
+        self.rows = rows
+        """Each utterance's metadata: `language`, `voice`, `kind`, `text`, `rate`, `pitch`."""
         self.lengths = [u.length for u in utterances]
         self._shards: dict[str, np.ndarray] = {}
 
@@ -161,13 +163,13 @@ class BroadSpeech:
         self.train = ShardedAudio(
             self.directory,
             [Utterance(shard, r["offset"], r["length"]) for shard, r in zip(shards, self.rows)],
+            self.rows,
         )
+        validation_rows = _read_rows(self.directory / "validation.jsonl")
         self.validation = ShardedAudio(
             self.directory,
-            [
-                Utterance("validation", r["offset"], r["length"])
-                for r in _read_rows(self.directory / "validation.jsonl")
-            ],
+            [Utterance("validation", r["offset"], r["length"]) for r in validation_rows],
+            validation_rows,
         )
 
     @property
