@@ -721,7 +721,9 @@ def start_model_card(
     for index, (summary, recipe_name) in enumerate(zip(summaries, recipes, strict=True), start=1):
         recipe = summary["recipe"]
         objective = OBJECTIVE_TEXT[summary["objective"]].format(
-            targets=recipe.get("targets", ""),
+            targets="MFCC"
+            if recipe.get("targets") == "mfcc"
+            else f"hidden layer {recipe.get('target_layer')}",
             ctc_targets="eSpeak NG's IPA phonemes (every language)"
             if recipe.get("ctc_targets") == "phonemes"
             else f"characters of the text ({', '.join(recipe.get('languages') or ['all'])} utterances)",

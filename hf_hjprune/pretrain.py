@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -901,6 +902,51 @@ def export_checkpoint(recipe: PretrainRecipe, checkpoint: str | Path) -> Path:
     return output
 
 
+def ship_start_model(recipe: PretrainRecipe, name: str, downstream: str | None = None) -> Path:
+    """Copy a finished pretraining run's model into the package as the start model `pretrained:NAME`
+    (`hf_hjprune/pretrained/NAME`), with its pretraining summaries and a generated card.
+
+    The stages of the model (each `init_from` another run's `model/`) are followed back to the first,
+    and each one's shipped recipe is named in the card, so that `hjprune pretrain` regenerates it.
+    """
+    from .cards import start_model_card
+    from .start_models import PRETRAINED_DIR
+
+    run_dir = Path(recipe.output_dir)
+    chain: list[tuple[dict[str, Any], str]] = []
+    while True:
+        summary_path = run_dir / "summary.json"
+        if not summary_path.is_file():
+            raise ValueError(f"{run_dir} is not a finished pretraining run (no summary.json)")
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        chain.insert(0, (summary, _shipped_recipe_of(run_dir)))
+        if not summary["recipe"].get("init_from"):
+            break
+        run_dir = Path(resolve_model(summary["recipe"]["init_from"])).parent
+    target = PRETRAINED_DIR / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    model_dir = Path(recipe.output_dir) / "model"
+    for path in model_dir.iterdir():
+        shutil.copy(path, target / path.name)
+    (target / "pretraining_summaries.json").write_text(
+        json.dumps([summary for summary, _ in chain], indent=1) + "\n", encoding="utf-8"
+    )
+    config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    card = start_model_card([s for s, _ in chain], config, name=f"pretrained:{name}",
+                            recipes=[r for _, r in chain], downstream=downstream)  # fmt: skip
+    (target / "README.md").write_text(str(card), encoding="utf-8")
+    return target
+
+
+def _shipped_recipe_of(run_dir: Path) -> str:
+    """The shipped pretraining recipe whose output_dir is `run_dir` (else the folder's name)."""
+    for name in available_pretrain_recipes():
+        if Path(load_pretrain_recipe(name).output_dir).resolve() == run_dir.resolve():
+            return name
+    return str(run_dir)
+
+
 def audio_hours(recipe: PretrainRecipe, steps: int, num_processes: int) -> float:
     """Hours of audio the encoder has heard after `steps` updates."""
     windows = steps * recipe.batch_size * recipe.gradient_accumulation_steps * num_processes
@@ -941,6 +987,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe field (YAML value; dotted keys reach into mappings)")  # fmt: skip
     parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument("--ship", metavar="NAME", help="copy the finished run's model into the package as the "
+                        "start model pretrained:NAME, with a generated card (no training)")  # fmt: skip
     parser.add_argument("--export", metavar="STEP_DIR", help="only write the encoder of checkpoints/STEP_DIR "
                         "(e.g. step_1500) as a fine-tunable model in OUTPUT_DIR/model-STEP_DIR")  # fmt: skip
 
@@ -950,6 +998,8 @@ def run(args: argparse.Namespace) -> None:
     recipe = load_pretrain_recipe(args.recipe, overrides)
     if args.export:
         print(export_checkpoint(recipe, args.export))
+    elif args.ship:
+        print(ship_start_model(recipe, args.ship))
     else:
         pretrain(recipe, resume=args.resume)
 

@@ -86,6 +86,8 @@ class HJPruner(nn.Module):
         target_reference: `"start"`: the target is relative to `model`; `"original"`: relative to the
             unpruned model an HJPruned `model` was cut from (its config's `original_*` sizes), so that
             pruning a pruned model further can aim at a total reduction.
+        lambda_clip: keep λ1 within ±this (anti-windup: while the gates lag the ramp, an unbounded λ1
+            accumulates and then drives the reduction past the target).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class HJPruner(nn.Module):
         init_log_alpha: float = 2.0,
         sampling_rate: int = 16000,
         target_reference: str = "start",
+        lambda_clip: float | None = None,
     ):
         super().__init__()
         family_of(model)  # raises for an unsupported family
@@ -147,6 +150,7 @@ class HJPruner(nn.Module):
         if target_reference not in ("start", "original"):
             raise ValueError(f"target_reference must be 'start' or 'original', got {target_reference!r}")
         self.target_reference = target_reference
+        self.lambda_clip = lambda_clip
         reference = self.counts if target_reference == "start" else original_unit_counts(config)
         with torch.no_grad():
             self._dense = self._costs(reference)
@@ -154,7 +158,10 @@ class HJPruner(nn.Module):
             already = {
                 name: 1.0 - float(self._costs(self.counts)[name] / self._dense[name]) for name in self.targets
             }
-        self._start_reduction = already
+        with torch.no_grad():  # the gates' initial expected reduction (a few % at init_log_alpha=2)
+            initial = {name: float(value) for name, value in self.expected_reduction().items()}
+        # The target ramps from where the gates start, so that λ1 does not first push against pruning.
+        self._start_reduction = {name: max(already[name], initial[name]) for name in self.targets}
         for name, target_value in self.targets.items():
             if target_value <= already[name]:
                 raise ValueError(
@@ -303,6 +310,9 @@ class HJPruner(nn.Module):
 
     def penalty(self, step: int) -> torch.Tensor:
         """The Lagrangian term `Σ λ1 (ŝ - t) + λ2 (ŝ - t)^2` to add to the task loss."""
+        if self.lambda_clip is not None:  # anti-windup: λ1 cannot accumulate while the gates lag
+            with torch.no_grad():
+                self.budget.lambdas[:, 0].clamp_(-self.lambda_clip, self.lambda_clip)
         reductions = self.expected_reduction()
         targets = self.target_at(step)
         device = self.budget.lambdas.device

@@ -84,6 +84,7 @@ class Recipe:
             `layer_weights`), which starts from scratch; default: `learning_rate`.
         gate_learning_rate: Constant learning rate of the gate logits.
         lambda_learning_rate: Constant learning rate (ascent) of the Lagrange multipliers.
+        lambda_clip: Keep λ1 within ±this (anti-windup against overshooting the target); None: unbounded.
         weight_decay: AdamW weight decay of the model weights.
         max_grad_norm: Gradient clipping of the model weights.
         eval_steps: Evaluate on validation every this many steps (0: only at the end).
@@ -125,6 +126,7 @@ class Recipe:
     head_learning_rate: float | None = None
     gate_learning_rate: float = 2e-2
     lambda_learning_rate: float = 2e-2
+    lambda_clip: float | None = None
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     eval_steps: int = 0

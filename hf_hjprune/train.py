@@ -468,6 +468,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             target=recipe.target,
             warmup_steps=recipe.num_target_warmup_steps,
             target_reference=recipe.target_reference,
+            lambda_clip=recipe.lambda_clip,
             seconds=recipe.seconds,
             prune_blocks=recipe.prune_blocks,
         )
