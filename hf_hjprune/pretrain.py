@@ -44,7 +44,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,7 @@ class UtteranceBatches:
             raise ValueError(
                 f"no transcribed utterance is at most {self.max_samples / SAMPLE_RATE:.1f} s long"
             )
+        self.mean_seconds = float(np.mean([lengths[i] for i in self.eligible])) / SAMPLE_RATE
 
     def __call__(self, *position: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, *position])
@@ -566,6 +567,8 @@ class Task:
     objective: nn.Module
     train_batch: Callable[..., dict[str, Any]]
     validation: list[dict[str, Any]]
+    seconds_per_item: float | None = None
+    """Mean audio length of a batch item when items are whole utterances (None: `crop_seconds` windows)."""
 
 
 def _window_batches(recipe: PretrainRecipe, encoder: PreTrainedModel, source: UnlabeledAudio,
@@ -678,7 +681,9 @@ def ctc_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_audio: Unla
 
     train = batches(train_audio, transcripts["train"], recipe.seed)
     validation = batches(validation_audio, transcripts["validation"], recipe.seed + 1)
-    return _task(objective, recipe, accelerator, train, validation)
+    task = _task(objective, recipe, accelerator, train, validation)
+    task.seconds_per_item = train.mean_seconds
+    return task
 
 
 TEXT_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz' ")
@@ -815,7 +820,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
             logged.update({
                 "train/lr": scheduler.get_last_lr()[0],
                 "train/seconds": progress.train_seconds,
-                "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes),
+                "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, task.seconds_per_item),
             })  # fmt: skip
             accelerator.log(logged, step=progress.step)
             progress_bar.set_postfix(loss=f"{logged['train/loss']:.3f}")
@@ -842,7 +847,9 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         "steps": progress.step,
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
-        "audio_hours_seen": audio_hours(recipe, progress.step, accelerator.num_processes),
+        "audio_hours_seen": audio_hours(
+            recipe, progress.step, accelerator.num_processes, task.seconds_per_item
+        ),
         "data": data_info,
         "params": before["params"],
         "macs": {"seconds": 1.0, **before["macs"]},
@@ -919,6 +926,10 @@ def ship_start_model(recipe: PretrainRecipe, name: str, downstream: str | None =
         if not summary_path.is_file():
             raise ValueError(f"{run_dir} is not a finished pretraining run (no summary.json)")
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if summary["objective"] == "ctc":  # runs before this fix counted windows of crop_seconds
+            summary["audio_hours_seen"] = _ctc_audio_hours(
+                PretrainRecipe.from_dict(summary["recipe"]), summary
+            )
         chain.insert(0, (summary, _shipped_recipe_of(run_dir)))
         if not summary["recipe"].get("init_from"):
             break
@@ -939,6 +950,17 @@ def ship_start_model(recipe: PretrainRecipe, name: str, downstream: str | None =
     return target
 
 
+def _ctc_audio_hours(recipe: PretrainRecipe, summary: Mapping[str, Any]) -> float:
+    """The hours of audio a `ctc` run heard: its utterances' mean length times the items it drew."""
+    train_audio, _, _ = load_unlabeled(recipe.data, **recipe.data_options)
+    texts = ctc_transcripts(recipe, train_audio)
+    max_samples = round(recipe.max_utterance_seconds * SAMPLE_RATE)
+    lengths = [n for n, text in zip(train_audio.lengths, texts) if text and n <= max_samples]
+    return audio_hours(
+        recipe, summary["steps"], summary["num_processes"], float(np.mean(lengths)) / SAMPLE_RATE
+    )
+
+
 def _shipped_recipe_of(run_dir: Path) -> str:
     """The shipped pretraining recipe whose output_dir is `run_dir` (else the folder's name)."""
     for name in available_pretrain_recipes():
@@ -947,10 +969,13 @@ def _shipped_recipe_of(run_dir: Path) -> str:
     return str(run_dir)
 
 
-def audio_hours(recipe: PretrainRecipe, steps: int, num_processes: int) -> float:
-    """Hours of audio the encoder has heard after `steps` updates."""
-    windows = steps * recipe.batch_size * recipe.gradient_accumulation_steps * num_processes
-    return windows * recipe.crop_seconds / 3600
+def audio_hours(
+    recipe: PretrainRecipe, steps: int, num_processes: int, seconds_per_item: float | None = None
+) -> float:
+    """Hours of audio the encoder has heard after `steps` updates: windows of `crop_seconds`, or for
+    `ctc` utterances of `seconds_per_item` on average (the mean length of those it draws from)."""
+    items = steps * recipe.batch_size * recipe.gradient_accumulation_steps * num_processes
+    return items * (seconds_per_item or recipe.crop_seconds) / 3600
 
 
 def check_collapse(recipe: PretrainRecipe, step: int, logged: dict[str, float], low_logs: int) -> int:
