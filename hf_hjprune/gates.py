@@ -4,7 +4,8 @@ A `HardConcreteGate` holds one `log_alpha` per unit for every layer of a group (
 each conv layer, heads of each Transformer layer, ...). In training it draws a sample
 `z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (r - l) + l, 0, 1)`; in eval it gives
 the deterministic mask: per layer the `round(sum P(z != 0))` units with the largest `log_alpha` keep
-their median value `clamp(sigmoid(log_alpha / beta) * (r - l) + l, 0, 1)`, the others are 0.
+their median value `clamp(sigmoid(log_alpha / beta) * (r - l) + l, 0, 1)`, the others are 0. With
+`round_to=8` that count is rounded to a multiple of 8 instead (fast GEMM and conv shapes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ import math
 
 import torch
 from torch import nn
+
+
+def rounded_count(expected: float, size: int, round_to: int = 1, minimum: int = 0) -> int:
+    """Units a layer keeps: `expected` rounded to the nearest multiple of `round_to`, at least
+    `minimum` (itself rounded up to a multiple), at most `size` (the whole layer, a multiple or not)."""
+    if round_to < 1:
+        raise ValueError(f"round_to must be at least 1, got {round_to}")
+    count = round_to * int(round(expected / round_to))
+    count = max(count, round_to * math.ceil(minimum / round_to))
+    return min(size, count)
 
 
 class HardConcreteGate(nn.Module):
@@ -51,14 +62,15 @@ class HardConcreteGate(nn.Module):
         u = torch.rand_like(self.log_alpha).clamp(1e-6, 1.0 - 1e-6)
         return self._stretch(torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta))
 
-    def deterministic(self) -> torch.Tensor:
-        """The eval mask (flat over layers): the expected number of units, at their median value."""
+    def deterministic(self, round_to: int = 1) -> torch.Tensor:
+        """The eval mask (flat over layers): the expected number of units (rounded to a multiple of
+        `round_to`), those with the largest `log_alpha`, at their median value."""
         median = self._stretch(torch.sigmoid(self.log_alpha / self.beta))
         keep = torch.zeros_like(median, dtype=torch.bool)
         counts = self.expected_counts().detach()
         offset = 0
         for size, count in zip(self.sizes, counts.tolist()):
-            num_kept = min(size, max(self.min_kept, int(round(count))))
+            num_kept = rounded_count(count, size, round_to, self.min_kept)
             if num_kept:
                 top = self.log_alpha[offset : offset + size].detach().topk(num_kept).indices
                 keep[offset + top] = True

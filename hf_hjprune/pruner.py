@@ -26,6 +26,7 @@ from .materialize import build_pruned
 from .structure import (
     BLOCK_SITES,
     GROUPS,
+    ROUNDED_GROUPS,
     UNIT_SITES,
     family_of,
     head_of,
@@ -75,6 +76,10 @@ class HJPruner(nn.Module):
             (only heads and FFN units for `"transformer"`).
         prune_blocks: also gate whole attention and FFN blocks of each layer.
         init_log_alpha: initial gate logit (2.0 keeps ~98% of units in expectation).
+        round_to: the deterministic mask (eval mode, `export()`) keeps a multiple of this many conv
+            channels and FFN units per layer (the expected count rounded to the nearest multiple, the
+            units with the largest gate logits; heads are whole heads anyway), so that the pruned GEMMs
+            and convs get fast kernel shapes. A layer keeps all its units when rounding reaches its size.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class HJPruner(nn.Module):
         prune_blocks: bool = False,
         init_log_alpha: float = 2.0,
         sampling_rate: int = 16000,
+        round_to: int = 1,
     ):
         super().__init__()
         family_of(model)  # raises for an unsupported family
@@ -114,6 +120,9 @@ class HJPruner(nn.Module):
 
         self.model = model
         self.variant = variant
+        if int(round_to) < 1:
+            raise ValueError(f"round_to must be at least 1, got {round_to}")
+        self.round_to = int(round_to)
         self.units = tuple(units)
         self.warmup_steps = int(warmup_steps)
         self.num_samples = int(round(seconds * sampling_rate))
@@ -225,11 +234,15 @@ class HJPruner(nn.Module):
         """The model's own weights."""
         return self.model.parameters()
 
+    def _deterministic(self, name: str) -> torch.Tensor:
+        """The eval mask of one gate group, with conv channels and FFN units rounded to `round_to`."""
+        return self.gates[name].deterministic(self.round_to if name in ROUNDED_GROUPS else 1)
+
     def masks(self) -> dict[str, list[torch.Tensor]]:
         """Fresh masks per gate group and layer: sampled if the model is training, else deterministic."""
         sample = self.model.training
         return {
-            name: list((gate.sample() if sample else gate.deterministic()).split(gate.sizes))
+            name: list((gate.sample() if sample else self._deterministic(name)).split(gate.sizes))
             for name, gate in self.gates.items()
         }
 
@@ -301,7 +314,7 @@ class HJPruner(nn.Module):
     @torch.no_grad()
     def keep_indices(self) -> dict[str, list[list[int]]]:
         """The units the deterministic mask keeps, per group and layer."""
-        masks = {name: list(gate.deterministic().split(gate.sizes)) for name, gate in self.gates.items()}
+        masks = {name: list(self._deterministic(name).split(gate.sizes)) for name, gate in self.gates.items()}
         keep = {}
         for group, sizes in self.counts.items():
             if group not in masks:
@@ -314,12 +327,19 @@ class HJPruner(nn.Module):
         return keep
 
     @torch.no_grad()
-    def export(self) -> nn.Module:
+    def export(self, round_to: int | None = None) -> nn.Module:
         """The HJPruned model that reproduces the gated model in eval mode.
 
         The deterministic mask values are folded into the weights they scale and the removed units
-        are sliced away. The attached model is left as it is (still gated).
+        are sliced away. The attached model is left as it is (still gated). `round_to` overrides the
+        pruner's own for this export: the result then reproduces the gated model evaluated with it.
         """
+        if round_to is not None and round_to != self.round_to:
+            previous, self.round_to = self.round_to, int(round_to)
+            try:
+                return self.export()
+            finally:
+                self.round_to = previous
         was_training = self.model.training
         self.model.eval()
         self._masks = None

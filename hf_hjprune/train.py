@@ -415,6 +415,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             warmup_steps=recipe.num_warmup_steps,
             seconds=recipe.seconds,
             prune_blocks=recipe.prune_blocks,
+            round_to=recipe.round_to,
         )
 
     splits = {

