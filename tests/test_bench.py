@@ -127,6 +127,10 @@ def test_training_overhead_reports_both_steps(tiny_pair):
         result["gated_step"]["cpu_median_ms"] / result["dense_step"]["cpu_median_ms"]
     )
     assert result["variant"] == "macs" and result["target"] == 0.4
+    assert result["dense_step"]["peak_memory_mib"] > 0 and result["gated_step"]["peak_memory_mib"] > 0
+    assert result["memory_ratio"] == pytest.approx(
+        result["gated_step"]["peak_memory_mib"] / result["dense_step"]["peak_memory_mib"]
+    )
     # The model itself is neither trained nor gated.
     assert all(torch.equal(before[name], p) for name, p in dense.named_parameters())
     assert not any(name.endswith(".original") for name, _ in dense.named_parameters())
@@ -160,6 +164,25 @@ def test_cli_on_two_saved_models(tmp_path, tiny_pair, capsys):
     )
     assert out_md.read_text() == bench_markdown(result)
     assert "speedup" in capsys.readouterr().out
+
+
+def test_cli_times_the_onnx_exports(tmp_path, tiny_pair):
+    dense, pruned = tiny_pair
+    dense.save_pretrained(tmp_path / "dense")
+    pruned.save_pretrained(tmp_path / "pruned")
+    out_json = tmp_path / "bench.json"
+    models = [str(tmp_path / "dense"), str(tmp_path / "pruned")]
+    assert run(_parse([*models, "--onnx", *FAST_ARGS, "--output-json", str(out_json)])) == 0
+    result = json.loads(out_json.read_text())
+    runtimes = [pair["runtime"] for pair in result["pairs"]]
+    assert runtimes == ["PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    for pair in result["pairs"][1:]:
+        entry = result["models"][pair["pruned"]]
+        assert entry["runtime"] == pair["runtime"] and entry["class"] == "OnnxRuntimeModel"
+        assert entry["macs_per_second"] == result["models"][str(tmp_path / "pruned")]["macs_per_second"]
+        assert entry["latency"][0]["peak_memory_mib"] is None  # ONNX Runtime allocates outside PyTorch
+        assert pair["results"][0]["speedup"] > 0
+    assert "(ONNX Runtime int8):" in bench_markdown(result)
 
 
 def test_cli_on_a_run_folder(tmp_path):
