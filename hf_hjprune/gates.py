@@ -44,6 +44,11 @@ class HardConcreteGate(nn.Module):
         self.low, self.high = stretch
         self.min_kept = min_kept
         self.log_alpha = nn.Parameter(torch.empty(sum(self.sizes)).normal_(init_log_alpha, init_std))
+        # The layer of each unit, for per-layer sums in one op.
+        layer_index = torch.repeat_interleave(
+            torch.arange(len(self.sizes)), torch.tensor(self.sizes, dtype=torch.long)
+        )
+        self.register_buffer("layer_index", layer_index, persistent=False)
 
     def probability_nonzero(self) -> torch.Tensor:
         """P(z != 0) per unit (flat over layers); differentiable in `log_alpha`."""
@@ -52,7 +57,7 @@ class HardConcreteGate(nn.Module):
     def expected_counts(self) -> torch.Tensor:
         """Expected number of kept units per layer (the expected L0 norm of each layer)."""
         probs = self.probability_nonzero()
-        return torch.stack([p.sum() for p in probs.split(self.sizes)]) if self.sizes else probs.new_zeros(0)
+        return probs.new_zeros(len(self.sizes)).index_add(0, self.layer_index, probs)
 
     def _stretch(self, s: torch.Tensor) -> torch.Tensor:
         return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)

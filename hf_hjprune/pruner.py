@@ -42,17 +42,26 @@ Target = float | Mapping[str, float]
 
 
 class _Scale(nn.Module):
-    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`."""
+    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`; with
+    `unit_size > 1` one mask value scales `unit_size` consecutive entries along `dim` (a head)."""
 
-    def __init__(self, mask_fn, dim: int | None):
+    def __init__(self, mask_fn, dim: int | None, unit_size: int = 1):
         super().__init__()
         self.mask_fn = mask_fn
         self.dim = dim
+        self.unit_size = unit_size
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         mask = self.mask_fn().to(tensor.dtype)
         if self.dim is None:
             return tensor * mask
+        if (
+            self.unit_size > 1
+        ):  # (.., units * unit_size, ..) viewed as (.., units, unit_size, ..): no repeated mask
+            units = tensor.unflatten(self.dim, (-1, self.unit_size))
+            shape = [1] * units.dim()
+            shape[self.dim] = -1
+            return (units * mask.view(shape)).flatten(self.dim, self.dim + 1)
         shape = [1] * tensor.dim()
         shape[self.dim] = -1
         return tensor * mask.view(shape)
@@ -196,9 +205,10 @@ class HJPruner(nn.Module):
             module_name, _, tensor_name = name.rpartition(".")
             for found in match_sites(relative, num_conv, UNIT_SITES + BLOCK_SITES):
                 if found.site.gated and found.site.group in self.gates:
-                    repeat = head_dim if found.site.per_head else 1
-                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer, repeat)
-                    self._register(modules[module_name], tensor_name, _Scale(mask_fn, found.site.dim))
+                    unit_size = head_dim if found.site.per_head else 1
+                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer)
+                    scale = _Scale(mask_fn, found.site.dim, unit_size)
+                    self._register(modules[module_name], tensor_name, scale)
         self._hook = self.model.register_forward_pre_hook(self._refresh_masks)
 
     def _register(self, module: nn.Module, tensor_name: str, scale: _Scale) -> None:
@@ -209,11 +219,10 @@ class HJPruner(nn.Module):
     def _refresh_masks(self, *_) -> None:
         self._masks = None
 
-    def _layer_mask(self, group: str, layer: int, repeat: int) -> torch.Tensor:
-        if self._masks is None:
+    def _layer_mask(self, group: str, layer: int) -> torch.Tensor:
+        if self._masks is None:  # sampled once per forward pass, shared by all the tensors of a unit
             self._masks = self.masks()
-        mask = self._masks[group][layer]
-        return mask.repeat_interleave(repeat) if repeat > 1 else mask
+        return self._masks[group][layer]
 
     # ----------------------------------------------------------------------------------------
     # public API
@@ -246,9 +255,10 @@ class HJPruner(nn.Module):
             for name, gate in self.gates.items()
         }
 
-    def expected_units(self) -> dict[str, list[torch.Tensor | int]]:
-        """Expected kept units per group and layer (a block gate scales its layer's units)."""
-        units: dict[str, list] = {}
+    def expected_units(self) -> dict[str, torch.Tensor | list[int]]:
+        """Expected kept units per group, one per layer (a block gate scales its layer's units): a
+        tensor for a gated group, the unit counts for the others."""
+        units: dict[str, torch.Tensor | list[int]] = {}
         for group, sizes in self.counts.items():
             if group not in self.gates:
                 units[group] = list(sizes)
@@ -256,7 +266,7 @@ class HJPruner(nn.Module):
             expected = self.gates[group].expected_counts()
             if BLOCKS.get(group) in self.gates:
                 expected = expected * self.gates[BLOCKS[group]].probability_nonzero()
-            units[group] = list(expected.unbind())
+            units[group] = expected
         return units
 
     def _costs(self, units) -> dict[str, torch.Tensor | float]:

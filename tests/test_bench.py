@@ -254,3 +254,24 @@ def test_structure_for_reduction_rejects_bad_targets():
         structure_for_reduction(tiny_config(), 1.0)
     with pytest.raises(ValueError, match="out of reach"):
         structure_for_reduction(tiny_config(), 0.999)
+
+
+def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
+    """The deployment experiment of the speed table, on a tiny shape: every runtime column is filled."""
+    from hf_hjprune.benchmarks import speed_table
+
+    def tiny(**overrides):
+        return tiny_config("wav2vec2", conv_dim=(32, 24, 24), intermediate_size=64, **overrides)
+
+    monkeypatch.setattr(speed_table, "TABLE_MODELS", {"tiny": (tiny, Wav2Vec2ForCTC)})
+    monkeypatch.setattr(speed_table, "REDUCTIONS", (0.3, 0.5))
+    plan = speed_table.Plan((), (), (), (), (1, 1.0, 1), 1, 0, (1,), deployment=((1, 0.5, 1),))
+    result = speed_table.run_table(plan, threads=1, log=lambda _: None, experiments=("deployment",))
+    rows = speed_table._deployment_rows(result["families"]["tiny"])
+    assert [row["structure"] for row in rows] == ["dense", "-30% (x8)", "-50% (x8)"]
+    for row in rows:
+        assert all(speedup > 0 for speedup in row["speedups"].values())
+    assert rows[0]["speedups"]["PyTorch fp32"] == 1.0 and rows[2]["macs_ratio"] > rows[1]["macs_ratio"] > 1
+    markdown = speed_table.table_markdown(json.loads(json.dumps(result)), "cmd")
+    assert "### Deployment" in markdown and "| tiny | 1 | 1 | 0.5 | -50% (x8) |" in markdown
+    assert "**Deployment, tiny -50% (x8).**" in markdown and "### Speedup against" not in markdown

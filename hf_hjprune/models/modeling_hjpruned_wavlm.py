@@ -86,7 +86,8 @@ class HJPrunedWavLMAttention(WavLMAttention):
             position_bias = self.compute_bias(tgt_len, tgt_len)
         if self.num_heads == 0:
             # No head left: the layer adds out_proj's bias only (a zero-size attention does not export).
-            output = self.out_proj.bias.expand(bsz, tgt_len, self.embed_dim)
+            # (a copy: under no_grad a view of the bias would be a leaf-like tensor without grad_fn)
+            output = self.out_proj.bias.expand(bsz, tgt_len, self.embed_dim).clone()
             return output, hidden_states.new_zeros(bsz, 0, tgt_len, tgt_len), position_bias
         kept_heads = None if self.keeps_all_heads else self.kept_heads(hidden_states.device)
         kept_bias = position_bias if kept_heads is None else position_bias.index_select(0, kept_heads)
