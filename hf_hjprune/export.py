@@ -494,17 +494,3 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hf_hjprune.export", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

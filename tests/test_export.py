@@ -5,7 +5,7 @@ import json
 import onnx
 import pytest
 import torch
-from conftest import random_keep
+from conftest import padded_audio, random_keep
 from test_models import build
 
 from hf_hjprune import HJPruner, cli, optimize_for_inference, prune_model
@@ -24,11 +24,7 @@ def pruned_model(family, head, norm="group", stable=False):
 
 def other_batch():
     """Another batch size and length than the one traced at export (dynamic axes), with padding."""
-    generator = torch.Generator().manual_seed(2)
-    values = torch.randn(3, 4100, generator=generator)
-    mask = torch.ones(3, 4100, dtype=torch.long)
-    mask[2, 1500:] = 0
-    values[2, 1500:] = 0.0
+    values, mask = padded_audio(batch_size=3, samples=4100, last_length=1500, seed=2)
     return {"input_values": values, "attention_mask": mask}
 
 

@@ -248,18 +248,24 @@ def test_gates_attach_to_a_pruned_model(family, audio_batch):
     model = prune_model(tiny_model(family, norm="layer"), random_keep(tiny_config(family), torch.Generator()))
     pruner = HJPruner(model, variant="macs", target=0.2, prune_blocks=True)
     randomise_gates(pruner, seed=5)
-    pruner.eval()
-    with torch.no_grad():
-        gated = pruner(*audio_batch).logits
-    exported = pruner.export()
-    with torch.no_grad():
-        torch.testing.assert_close(exported(*audio_batch).logits, gated, atol=1e-4, rtol=1e-4)
+    exported = assert_export_reproduces_gated_eval(pruner, audio_batch)
     assert count_macs(exported).total <= count_macs(model).total
 
 
 # --- round_to: multiples of 8 -----------------------------------------------------------------------------
 
 WIDE = dict(conv_dim=(40, 36, 28), intermediate_size=60)  # sizes that are not all multiples of 8
+
+
+def assert_export_reproduces_gated_eval(pruner, audio_batch):
+    """The pruner's export computes what the gated model computes in eval mode; returns the export."""
+    pruner.eval()
+    with torch.no_grad():
+        gated = pruner(*audio_batch).logits
+    exported = pruner.export()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(*audio_batch).logits, gated, atol=1e-4, rtol=1e-4)
+    return exported
 
 
 def test_rounded_count():
@@ -284,12 +290,7 @@ def test_round_to_keeps_multiples_of_8_and_exports_exactly(family, norm, audio_b
     model = FAMILIES[family].stock_models["ctc"](tiny_config(family, norm, **WIDE))
     pruner = HJPruner(model, variant="macs", target=0.4, round_to=8)
     randomise_gates(pruner)
-    pruner.eval()
-    with torch.no_grad():
-        gated = pruner(*audio_batch).logits
-    exported = pruner.export()
-    with torch.no_grad():
-        torch.testing.assert_close(exported(*audio_batch).logits, gated, atol=1e-4, rtol=1e-4)
+    exported = assert_export_reproduces_gated_eval(pruner, audio_batch)
 
     config, original = exported.config, unit_counts(model.config)
     for kept, size in zip(

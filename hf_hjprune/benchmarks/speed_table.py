@@ -336,6 +336,7 @@ def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> l
     positional = Wav2Vec2ForCTC(
         Wav2Vec2Config(vocab_size=32, num_hidden_layers=1)
     ).wav2vec2.encoder.pos_conv_embed
+    folded_positional = optimize_for_inference(copy.deepcopy(positional))
     hidden = torch.randn(1, 49, 768)
     torch.manual_seed(0)
     wavlm = WavLMForCTC(WavLMConfig(vocab_size=32, num_hidden_layers=2)).eval()
@@ -366,10 +367,14 @@ def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> l
             {
                 "whole module": lambda: positional(hidden),
                 "weight-norm recomputation": lambda: positional.conv.weight,
+                "weight norm folded (optimize_for_inference)": lambda: folded_positional(hidden),
             },
             {
                 "whole module": count_macs(Wav2Vec2Config(), 1.0).positional_conv,
                 "weight-norm recomputation": 0,
+                "weight norm folded (optimize_for_inference)": count_macs(
+                    Wav2Vec2Config(), 1.0
+                ).positional_conv,
             },
         ),
         ATTENTION_KERNEL: (
@@ -1026,8 +1031,8 @@ def findings(result: Mapping[str, Any]) -> str:
         f"{cpu_ms(POSITIONAL_KERNEL, 'whole module'):.1f} ms recompute its weight-norm weight (4.7 M "
         "parameters) in every forward pass. Left out of both the per-part CPU times and the MACs, the "
         f"{most} model's efficiency at that shape would be {without('positional_conv'):.0%} instead of "
-        f"{speedup('total') / ratio('total'):.0%}. Folding the weight norm into the weight once for inference "
-        '(`torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")`) removes the recomputation. '
+        f"{speedup('total') / ratio('total'):.0%}. `optimize_for_inference(model)` folds the weight norm into the "
+        "weight once and removes the recomputation (the deployment table's `PyTorch optimized` column). "
         "The recomputed weight (18 MiB) is also the largest tensor of a 1 s, batch 1 pass, which is why all "
         "models peak at the same memory there (the first conv layer's activations come next)."
     )
@@ -1078,8 +1083,8 @@ def findings(result: Mapping[str, Any]) -> str:
         )
         + " (negative: faster)."
         + (
-            " Worth doing when structures are exported, e.g. by rounding the kept counts of the deterministic "
-            f"masks to multiples of 8 (it paid off at batch {' and '.join(str(b) for b in paid_off)})."
+            " `round_to=8` does this when structures are exported (it paid off at batch "
+            f"{' and '.join(str(b) for b in paid_off)}); the deployment table uses the rounded structures."
             if paid_off
             else " In whole models it did not pay off here (this shared machine's timings vary by a few percent)."
         )
@@ -1093,12 +1098,10 @@ def findings(result: Mapping[str, Any]) -> str:
         f"{cpu_ms(SHORT_ATTENTION_KERNEL, 'stock, 12 heads'):.0f} ms); keeping 6 heads it takes "
         f"{cpu_ms(ATTENTION_KERNEL, 'HJPruned, 6 heads'):.0f} ms."
         + (
-            " So pruned WavLM models pay a per-head overhead on long batched inputs. Every pruned layer gathers "
-            "its heads from the shared (batch·12, T, T) relative position bias (a copy), then gates it and adds "
-            "it to the scores in separate passes, where the stock layer gates in one pass and adds the bias "
-            "inside `F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept heads of the (12, T, T) "
-            "bias before it is repeated over the batch and adding it with `torch.baddbmm` (in "
-            "`modeling_hjpruned_wavlm.py`) should remove most of it."
+            " So pruned WavLM models still pay an overhead on long batched inputs: each pruned layer selects its "
+            "heads of the shared (12, T, T) relative position bias, gates them per utterance in a separate pass "
+            "and adds them inside the score GEMM (`torch.baddbmm`), where the stock layer hands the gated bias "
+            "to `F.multi_head_attention_forward`."
             if pruned_12 > 1.05 * stock_12
             else " The pruned layer's implementation costs no more than the stock one here."
         )
