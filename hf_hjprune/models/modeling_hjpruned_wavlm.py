@@ -110,8 +110,10 @@ class HJPrunedWavLMAttention(WavLMAttention):
         )
         key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2).reshape(flat_shape)
         value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
-        # scores = bias + q k^T in one GEMM, written into the bias (no further T x T pass or copy)
-        scores = scores_bias.baddbmm_(query, key.transpose(1, 2)).view(bsz, self.num_heads, tgt_len, tgt_len)
+        # scores = bias + q k^T in one GEMM (not in place: FlopCounterMode counts `baddbmm`, not `baddbmm_`)
+        scores = torch.baddbmm(scores_bias, query, key.transpose(1, 2)).view(
+            bsz, self.num_heads, tgt_len, tgt_len
+        )
         if attention_mask is not None:
             padding = attention_mask.ne(1)[:, None, None, :]
             scores = scores.masked_fill(padding, float("-inf"))
