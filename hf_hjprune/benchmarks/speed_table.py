@@ -428,10 +428,12 @@ def run_table(
     plan: Plan,
     threads: int | None = None,
     log: Callable[[str], None] = print,
-    families: tuple[str, ...] = tuple(TABLE_MODELS),
+    families: tuple[str, ...] | None = None,
     experiments: tuple[str, ...] = EXPERIMENTS,
 ) -> dict[str, Any]:
-    """Run the `experiments` of `plan` on the `families`; returns the JSON document of the table."""
+    """Run the `experiments` of `plan` on the `families` (default: all of `TABLE_MODELS`); returns the
+    JSON document of the table."""
+    families = tuple(TABLE_MODELS) if families is None else families
     started = time.perf_counter()
     with intra_op_threads(threads) as used_threads:
         result: dict[str, Any] = {
