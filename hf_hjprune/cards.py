@@ -299,9 +299,12 @@ def _cost_rows(label: str, cost: Mapping[str, Mapping[str, float]]) -> list[str]
 def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
     rows = []
     for pair in bench.get("pairs", []):
+        runtime = pair.get("runtime", "PyTorch")
+        # The start model always runs in PyTorch fp32; an exported model's rows name its runtime.
+        label = "Latency" if runtime == "PyTorch" else f"Latency, this model in {runtime}"
         for result in pair["results"]:
             rows.append(
-                f"| Latency ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
+                f"| {label} ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
                 f"{result['dense_median_ms']:.1f} ms | {result['pruned_median_ms']:.1f} ms | "
                 f"speed-up {result['speedup']:.2f}× (MACs ratio {result['macs_ratio']:.2f}×) |"
             )
@@ -347,7 +350,14 @@ def _results_section(
         lines += [
             "",
             "Latency was measured with `hjprune bench` (median of timed runs; the start model is rebuilt "
-            "with the same task head):",
+            "with the same task head)"
+            + (
+                "; the ONNX Runtime rows time this model exported with `hjprune export` (fp32, and int8: "
+                "dynamic quantisation of the MatMul/Gemm weights), against the start model in PyTorch fp32"
+                if any(pair.get("runtime", "PyTorch") != "PyTorch" for pair in bench.get("pairs", []))
+                else ""
+            )
+            + ":",
             "",
             "<details><summary>Full benchmark</summary>",
             "",

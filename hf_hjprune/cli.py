@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "hf_hjprune.train",
     "demo": "hf_hjprune.demo",
     "bench": "hf_hjprune.bench",
+    "export": "hf_hjprune.export",
     "push": "hf_hjprune.hub",
     "zoo": "hf_hjprune.zoo",
 }

@@ -26,6 +26,7 @@ from .materialize import build_pruned
 from .structure import (
     BLOCK_SITES,
     GROUPS,
+    ROUNDED_GROUPS,
     UNIT_SITES,
     family_of,
     head_of,
@@ -49,17 +50,26 @@ Target = float | Mapping[str, float]
 
 
 class _Scale(nn.Module):
-    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`."""
+    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`; with
+    `unit_size > 1` one mask value scales `unit_size` consecutive entries along `dim` (a head)."""
 
-    def __init__(self, mask_fn, dim: int | None):
+    def __init__(self, mask_fn, dim: int | None, unit_size: int = 1):
         super().__init__()
         self.mask_fn = mask_fn
         self.dim = dim
+        self.unit_size = unit_size
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         mask = self.mask_fn().to(tensor.dtype)
         if self.dim is None:
             return tensor * mask
+        if (
+            self.unit_size > 1
+        ):  # (.., units * unit_size, ..) viewed as (.., units, unit_size, ..): no repeated mask
+            units = tensor.unflatten(self.dim, (-1, self.unit_size))
+            shape = [1] * units.dim()
+            shape[self.dim] = -1
+            return (units * mask.view(shape)).flatten(self.dim, self.dim + 1)
         shape = [1] * tensor.dim()
         shape[self.dim] = -1
         return tensor * mask.view(shape)
@@ -88,6 +98,10 @@ class HJPruner(nn.Module):
             pruning a pruned model further can aim at a total reduction.
         lambda_clip: keep λ1 within ±this (anti-windup: while the gates lag the ramp, an unbounded λ1
             accumulates and then drives the reduction past the target).
+        round_to: the deterministic mask (eval mode, `export()`) keeps a multiple of this many conv
+            channels and FFN units per layer (the expected count rounded to the nearest multiple, the
+            units with the largest gate logits; heads are whole heads anyway), so that the pruned GEMMs
+            and convs get fast kernel shapes. A layer keeps all its units when rounding reaches its size.
     """
 
     def __init__(
@@ -103,6 +117,7 @@ class HJPruner(nn.Module):
         sampling_rate: int = 16000,
         target_reference: str = "start",
         lambda_clip: float | None = None,
+        round_to: int = 1,
     ):
         super().__init__()
         family_of(model)  # raises for an unsupported family
@@ -129,6 +144,9 @@ class HJPruner(nn.Module):
 
         self.model = model
         self.variant = variant
+        if int(round_to) < 1:
+            raise ValueError(f"round_to must be at least 1, got {round_to}")
+        self.round_to = int(round_to)
         self.units = tuple(units)
         self.warmup_steps = int(warmup_steps)
         self.num_samples = int(round(seconds * sampling_rate))
@@ -219,9 +237,10 @@ class HJPruner(nn.Module):
             module_name, _, tensor_name = name.rpartition(".")
             for found in match_sites(relative, num_conv, UNIT_SITES + BLOCK_SITES):
                 if found.site.gated and found.site.group in self.gates:
-                    repeat = head_dim if found.site.per_head else 1
-                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer, repeat)
-                    self._register(modules[module_name], tensor_name, _Scale(mask_fn, found.site.dim))
+                    unit_size = head_dim if found.site.per_head else 1
+                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer)
+                    scale = _Scale(mask_fn, found.site.dim, unit_size)
+                    self._register(modules[module_name], tensor_name, scale)
         self._hook = self.model.register_forward_pre_hook(self._refresh_masks)
 
     def _register(self, module: nn.Module, tensor_name: str, scale: _Scale) -> None:
@@ -232,11 +251,10 @@ class HJPruner(nn.Module):
     def _refresh_masks(self, *_) -> None:
         self._masks = None
 
-    def _layer_mask(self, group: str, layer: int, repeat: int) -> torch.Tensor:
-        if self._masks is None:
+    def _layer_mask(self, group: str, layer: int) -> torch.Tensor:
+        if self._masks is None:  # sampled once per forward pass, shared by all the tensors of a unit
             self._masks = self.masks()
-        mask = self._masks[group][layer]
-        return mask.repeat_interleave(repeat) if repeat > 1 else mask
+        return self._masks[group][layer]
 
     # ----------------------------------------------------------------------------------------
     # public API
@@ -257,17 +275,22 @@ class HJPruner(nn.Module):
         """The model's own weights."""
         return self.model.parameters()
 
+    def _deterministic(self, name: str) -> torch.Tensor:
+        """The eval mask of one gate group, with conv channels and FFN units rounded to `round_to`."""
+        return self.gates[name].deterministic(self.round_to if name in ROUNDED_GROUPS else 1)
+
     def masks(self) -> dict[str, list[torch.Tensor]]:
         """Fresh masks per gate group and layer: sampled if the model is training, else deterministic."""
         sample = self.model.training
         return {
-            name: list((gate.sample() if sample else gate.deterministic()).split(gate.sizes))
+            name: list((gate.sample() if sample else self._deterministic(name)).split(gate.sizes))
             for name, gate in self.gates.items()
         }
 
-    def expected_units(self) -> dict[str, list[torch.Tensor | int]]:
-        """Expected kept units per group and layer (a block gate scales its layer's units)."""
-        units: dict[str, list] = {}
+    def expected_units(self) -> dict[str, torch.Tensor | list[int]]:
+        """Expected kept units per group, one per layer (a block gate scales its layer's units): a
+        tensor for a gated group, the unit counts for the others."""
+        units: dict[str, torch.Tensor | list[int]] = {}
         for group, sizes in self.counts.items():
             if group not in self.gates:
                 units[group] = list(sizes)
@@ -275,7 +298,7 @@ class HJPruner(nn.Module):
             expected = self.gates[group].expected_counts()
             if BLOCKS.get(group) in self.gates:
                 expected = expected * self.gates[BLOCKS[group]].probability_nonzero()
-            units[group] = list(expected.unbind())
+            units[group] = expected
         return units
 
     def _costs(self, units) -> dict[str, torch.Tensor | float]:
@@ -339,7 +362,7 @@ class HJPruner(nn.Module):
     @torch.no_grad()
     def keep_indices(self) -> dict[str, list[list[int]]]:
         """The units the deterministic mask keeps, per group and layer."""
-        masks = {name: list(gate.deterministic().split(gate.sizes)) for name, gate in self.gates.items()}
+        masks = {name: list(self._deterministic(name).split(gate.sizes)) for name, gate in self.gates.items()}
         keep = {}
         for group, sizes in self.counts.items():
             if group not in masks:
@@ -368,8 +391,8 @@ class HJPruner(nn.Module):
         changed = {"removed": 0, "added": 0}
         for budget, target in self.targets.items():
             groups = [group for group in self.units if _in_budget(budget, group)]
-            for gate in (self.gates[group] for group in groups):
-                gate.kept_counts = gate.eval_counts()
+            for group in groups:
+                self.gates[group].kept_counts = self.gates[group].eval_counts(self._round_to(group))
             for direction, step in (("removed", -1), ("added", 1)):
                 while True:
                     reduction = self._reduction_of(self.keep_indices())[budget]
@@ -380,8 +403,8 @@ class HJPruner(nn.Module):
                     )
                     if move is None:
                         break
-                    self.gates[move[0]].kept_counts[move[1]] += step
-                    changed[direction] += 1
+                    self.gates[move[0]].kept_counts[move[1]] += step * self._round_to(move[0])
+                    changed[direction] += self._round_to(move[0])
         self._masks = None
         return changed
 
@@ -399,8 +422,11 @@ class HJPruner(nn.Module):
             return moves[0]
         return None
 
+    def _round_to(self, group: str) -> int:
+        return self.round_to if group in ROUNDED_GROUPS else 1
+
     def _reduction_after(self, move: tuple[str, int], step: int, budget: str) -> float:
-        counts = self.gates[move[0]].kept_counts
+        counts, step = self.gates[move[0]].kept_counts, step * self._round_to(move[0])
         counts[move[1]] += step
         reduction = self._reduction_of(self.keep_indices())[budget]
         counts[move[1]] -= step
@@ -413,20 +439,28 @@ class HJPruner(nn.Module):
         for group in groups:
             gate = self.gates[group]
             for layer, (logits, kept) in enumerate(zip(gate.log_alpha.split(gate.sizes), gate.kept_counts)):
-                ranked = logits.sort(descending=True).values
-                if direction == "removed" and kept > gate.min_kept:
-                    moves.append((float(ranked[kept - 1]), group, layer))
-                elif direction == "added" and kept < len(ranked) and float(gate.median_of(ranked[kept])) > 0:
-                    moves.append((-float(ranked[kept]), group, layer))
+                ranked, step = logits.sort(descending=True).values, self._round_to(group)
+                if direction == "removed" and kept - step >= max(gate.min_kept, 0) and kept >= step:
+                    moves.append((float(ranked[kept - step : kept].mean()), group, layer))
+                elif direction == "added" and kept + step <= len(ranked):
+                    if float(gate.median_of(ranked[kept + step - 1])) > 0:  # every unit given back counts
+                        moves.append((-float(ranked[kept : kept + step].mean()), group, layer))
         return [(group, layer) for _, group, layer in sorted(moves)]
 
     @torch.no_grad()
-    def export(self) -> nn.Module:
+    def export(self, round_to: int | None = None) -> nn.Module:
         """The HJPruned model that reproduces the gated model in eval mode.
 
         The deterministic mask values are folded into the weights they scale and the removed units
-        are sliced away. The attached model is left as it is (still gated).
+        are sliced away. The attached model is left as it is (still gated). `round_to` overrides the
+        pruner's own for this export: the result then reproduces the gated model evaluated with it.
         """
+        if round_to is not None and round_to != self.round_to:
+            previous, self.round_to = self.round_to, int(round_to)
+            try:
+                return self.export()
+            finally:
+                self.round_to = previous
         was_training = self.model.training
         self.model.eval()
         self._masks = None

@@ -57,6 +57,8 @@ class Recipe:
         variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
         target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
         prune_blocks: Also gate whole attention and FFN blocks.
+        round_to: The pruned model keeps a multiple of this many conv channels and FFN units per
+            layer (8: fast GEMM and conv shapes; heads are not rounded), chosen by the gates.
         warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up (and the
             pruning target ramps up, unless `target_warmup_ratio` is set).
         warmup_steps: The same in steps; overrides `warmup_ratio` when set.
@@ -109,6 +111,7 @@ class Recipe:
     variant: str = "macs"
     target: float | dict[str, float] = 0.4
     prune_blocks: bool = False
+    round_to: int = 1
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None
     target_warmup_ratio: float | None = None
@@ -158,7 +161,7 @@ class Recipe:
             raise ValueError(
                 f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
             )
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps"):
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"):

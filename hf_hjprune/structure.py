@@ -45,6 +45,8 @@ from .models import (
 )
 
 GROUPS = ("conv", "heads", "ffn")
+ROUNDED_GROUPS = ("conv", "ffn")
+"""The groups whose kept counts `round_to` rounds to a multiple (heads are `head_dim` wide already)."""
 HEADS = ("base", "ctc", "classification")
 
 

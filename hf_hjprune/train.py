@@ -471,6 +471,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             lambda_clip=recipe.lambda_clip,
             seconds=recipe.seconds,
             prune_blocks=recipe.prune_blocks,
+            round_to=recipe.round_to,
         )
 
     splits = {
