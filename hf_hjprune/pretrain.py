@@ -930,6 +930,14 @@ def ship_start_model(recipe: PretrainRecipe, name: str, downstream: str | None =
             summary["audio_hours_seen"] = _ctc_audio_hours(
                 PretrainRecipe.from_dict(summary["recipe"]), summary
             )
+        summary["validation_curve"] = [
+            {
+                "step": line["step"],
+                **{k.split("/", 1)[1]: v for k, v in line.items() if k.startswith("validation/")},
+            }
+            for line in map(json.loads, (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
+            if any(k.startswith("validation/") for k in line)
+        ]
         chain.insert(0, (summary, _shipped_recipe_of(run_dir)))
         if not summary["recipe"].get("init_from"):
             break
