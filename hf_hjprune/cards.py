@@ -735,7 +735,7 @@ def start_model_card(
             if recipe.get("targets") == "mfcc"
             else f"hidden layer {recipe.get('target_layer')}",
             ctc_targets="eSpeak NG's IPA phonemes (every language)"
-            if recipe.get("ctc_targets") == "phonemes"
+            if recipe.get("ctc_targets", "phonemes") == "phonemes"
             else f"characters of the text ({', '.join(recipe.get('languages') or ['all'])} utterances)",
         )
         validation = ", ".join(

@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data.sources import load_source
 from .recipes import load_recipe
-from .train import train_all
+from .train import prepare_data, train_all
 
 RUNS: tuple[tuple[str, str], ...] = (
     ("asr_dense", "dense ASR"),
@@ -81,7 +80,7 @@ def run_demo(output_dir: str | Path, quick: bool = False, jobs: int = 2) -> list
         if quick:
             overrides += [*QUICK_OVERRIDES, "model=tiny:hubert", *QUICK_MODEL]
         recipes.append(load_recipe(f"demo_{name}", overrides))
-    load_source(recipes[0].data, **recipes[0].data_options)  # the corpus, once, before the parallel runs
+    prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
     summaries = train_all(recipes, jobs)
     rows = [result_row(label, summary) for (_, label), summary in zip(RUNS, summaries)]
     table = format_table(rows)

@@ -318,6 +318,14 @@ def build_ood_dataloader(
                       sampler=_by_length(prepared.lengths), collate_fn=collator)  # fmt: skip
 
 
+def prepare_data(recipe: Recipe) -> None:
+    """Build (or find cached) the recipe's data and out-of-domain test set: before runs that share
+    them start side by side."""
+    dataset = load_source(recipe.data, **recipe.data_options)
+    if recipe.ood_test is not None and flite_available():
+        load_flite_test(dataset["test"], **recipe.data_options)
+
+
 def _by_length(lengths: list[int]) -> list[int]:
     """Evaluation order: by length, which changes no metric and pads least."""
     return sorted(range(len(lengths)), key=lengths.__getitem__)

@@ -166,9 +166,8 @@ def run_comparison(
     runs learn from the dense run of their task and seed, so they train after the others. `jobs` runs
     train side by side, each in its own process (`hf_hjprune.train.train_all`).
     """
-    from ..data.sources import load_source
     from ..recipes import load_recipe
-    from ..train import train_all
+    from ..train import prepare_data, train_all
 
     output_root = Path(output_root)
     common = [f"data_options.cache_dir={output_root / 'corpus'}"]
@@ -191,7 +190,7 @@ def run_comparison(
         return load_recipe(TASK_RECIPES[run.task], overrides)
 
     recipes = [recipe_of(run) for run in runs]  # bad overrides fail here, before any training
-    load_source(recipes[0].data, **recipes[0].data_options)  # build the corpus before parallel jobs need it
+    prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
     errors = {}
     for wave in (False, True):  # distillation needs its teacher, the dense run, finished first
         todo = [r for run, r in zip(runs, recipes) if (run.lever == "distill") == wave]

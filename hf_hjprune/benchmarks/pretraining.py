@@ -46,9 +46,8 @@ def run_benchmark(
     log=print,
 ) -> dict[str, Any]:
     """Fine-tune every (task, start, seed), `random` being the first start model's shape from scratch."""
-    from ..data.sources import load_source
     from ..recipes import load_recipe
-    from ..train import train_all
+    from ..train import prepare_data, train_all
 
     runs_dir = Path(runs_dir)
     starts = [*start_models, "random"]
@@ -68,7 +67,7 @@ def run_benchmark(
                 ]
                 recipes.append(load_recipe(TASK_RECIPES[task], overrides))
                 keys.append((task, start, seed))
-    load_source(recipes[0].data, **recipes[0].data_options)  # build the corpus once, before parallel jobs
+    prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
     todo = [r for r in recipes if not (Path(r.output_dir) / "summary.json").is_file()]
     started = time.perf_counter()
     log(f"{len(recipes) - len(todo)} runs done, training {len(todo)}")

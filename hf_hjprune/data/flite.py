@@ -62,8 +62,10 @@ def build_flite_test(test_split: Dataset, output_dir: str | os.PathLike, seed: i
 
 
 def _build(output_dir: Path, texts: list[str], intents: list, seed: int, key: str) -> None:
-    shutil.rmtree(output_dir, ignore_errors=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=output_dir.parent if output_dir.parent.exists() else None))
+    """Synthesise into a temporary folder, then move it in place (processes building the same set at
+    once: the first to finish wins, the others keep its result)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=output_dir.parent))
     try:
         rows = []
         for i, (text, intent) in enumerate(zip(texts, intents, strict=True)):
@@ -85,8 +87,15 @@ def _build(output_dir: Path, texts: list[str], intents: list, seed: int, key: st
         (tmp_dir / _METADATA).write_text(
             json.dumps({"key": key, "voices": FLITE_VOICES}) + "\n", encoding="utf-8"
         )
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir.rename(output_dir)
+        if output_dir.exists() and _cache_key(output_dir) != key:  # a set of other sentences: replace it
+            stale = tmp_dir.with_name(f"{tmp_dir.name}.stale")
+            output_dir.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            tmp_dir.rename(output_dir)
+        except OSError:
+            if _cache_key(output_dir) != key:  # not another process's identical result
+                raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
