@@ -51,6 +51,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC
 
 from .cost import count_macs, count_params
+from .errors import HJPruneInputError
 from .pruner import HJPruner
 from .structure import FAMILIES, head_of
 
@@ -87,7 +88,7 @@ def load_model(name_or_path: str) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load {name_or_path!r}: {err}") from err
+        raise HJPruneInputError(f"cannot load {name_or_path!r}: {err}") from err
     wanted = set(getattr(config, "architectures", None) or [])
     errors = []
     for auto_class in AUTO_CLASSES:
@@ -99,7 +100,7 @@ def load_model(name_or_path: str) -> nn.Module:
         except (OSError, ValueError) as err:
             errors.append(f"{auto_class.__name__}: {err}")
     detail = "; ".join(errors) or f"no Auto class builds {sorted(wanted) or type(config).__name__}"
-    raise ValueError(f"cannot load {name_or_path!r}: {detail}")
+    raise HJPruneInputError(f"cannot load {name_or_path!r}: {detail}")
 
 
 def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
@@ -112,7 +113,7 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     recipe = summary.get("recipe", {})
     source = recipe.get("model")
     if not source:
-        raise ValueError(f"{run_dir}/summary.json names no starting model (recipe.model)")
+        raise HJPruneInputError(f"{run_dir}/summary.json names no starting model (recipe.model)")
     head = head_of(pruned)
     task = {}
     if head == "ctc":
@@ -132,14 +133,14 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
                 source, ignore_mismatched_sizes=True, **overrides
             )
         except (OSError, ValueError) as err:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"cannot load the run's starting model {source!r} ({err}); pass it with --dense PATH"
             ) from err
     recorded = summary.get("macs", {})
     if "before" in recorded and "seconds" in recorded:
         expected, actual = recorded["before"]["total"], count_macs(dense, recorded["seconds"]).total
         if abs(expected - actual) > 1e-6 * expected:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"the starting model {source!r} has {actual:.4g} MACs but the run recorded {expected:.4g}: "
                 "pass the run's starting model with --dense PATH"
             )
@@ -327,7 +328,7 @@ def benchmark_models(
     devices = list(devices) if devices is not None else default_devices()
     for dense, pruned in pairs:
         if dense not in models or pruned not in models:
-            raise ValueError(f"pair ({dense!r}, {pruned!r}) names a model that is not benchmarked")
+            raise HJPruneInputError(f"pair ({dense!r}, {pruned!r}) names a model that is not benchmarked")
     home = {name: next(model.parameters()).device for name, model in models.items()}
     with intra_op_threads(threads) as used_threads:
         result: dict[str, Any] = {
@@ -464,7 +465,7 @@ def benchmark_pair(
     ideal speedup) and `efficiency` (speedup / MACs ratio).
     """
     if names[0] == names[1]:
-        raise ValueError(f"the two models need different names, got {names}")
+        raise HJPruneInputError(f"the two models need different names, got {names}")
     return benchmark_models(
         dict(zip(names, (dense, pruned))),
         pairs=[names],
@@ -745,18 +746,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `hjprune bench` with parsed arguments; prints the markdown tables."""
     if args.pair and args.models:
-        raise ValueError("give either --pair RUN_DIR or one or two models, not both")
+        raise HJPruneInputError("give either --pair RUN_DIR or one or two models, not both")
     if not args.pair and not 1 <= len(args.models) <= 2:
-        raise ValueError("give one model, two models (dense then pruned) or --pair RUN_DIR")
+        raise HJPruneInputError("give one model, two models (dense then pruned) or --pair RUN_DIR")
     if args.dense and not args.pair:
-        raise ValueError("--dense goes with --pair")
+        raise HJPruneInputError("--dense goes with --pair")
     if args.repeats < 1 or args.warmup < 0:
-        raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+        raise HJPruneInputError("--repeats must be at least 1 and --warmup at least 0")
     transformers.logging.disable_progress_bar()
     if args.pair:
         run_dir = Path(args.pair)
         if not (run_dir / "summary.json").is_file() or not (run_dir / "model").is_dir():
-            raise ValueError(f"{run_dir} is not a run folder: it needs summary.json and model/")
+            raise HJPruneInputError(f"{run_dir} is not a run folder: it needs summary.json and model/")
         pruned = load_model(str(run_dir / "model"))
         dense = load_model(args.dense) if args.dense else dense_model_of_run(run_dir, pruned)
         models = {args.dense or "dense (run's starting model)": dense, str(run_dir / "model"): pruned}
@@ -806,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except ValueError as err:
+    except HJPruneInputError as err:
         parser.exit(2, f"error: {err}\n")
 
 

@@ -21,6 +21,7 @@ from transformers.activations import ACT2FN
 
 from .constraint import LagrangianBudget, ramped_target
 from .cost import CostBreakdown, macs_from_units, params_from_units
+from .errors import HJPruneInputError, UnreachableTargetError
 from .gates import HardConcreteGate
 from .materialize import build_pruned
 from .structure import (
@@ -93,21 +94,21 @@ class HJPruner(nn.Module):
         family_of(model)  # raises for an unsupported family
         self.head = head_of(model)
         if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+            raise HJPruneInputError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
         if units is None:
             units = ("heads", "ffn") if variant == "transformer" else GROUPS
         unknown = [unit for unit in units if unit not in GROUPS]
         if unknown:
-            raise ValueError(f"unknown unit(s) {unknown}; expected some of {list(GROUPS)}")
+            raise HJPruneInputError(f"unknown unit(s) {unknown}; expected some of {list(GROUPS)}")
         if variant == "transformer" and "conv" in units:
-            raise ValueError(
+            raise HJPruneInputError(
                 "the 'transformer' variant prunes heads and FFN units only; drop 'conv' from units"
             )
         config = model.config
         if "conv" in units:
             activation = ACT2FN[config.feat_extract_activation]
             if float(activation(torch.zeros(1))) != 0.0:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"feat_extract_activation={config.feat_extract_activation!r} is not zero at zero: "
                     "conv channel gates sit before it and need act(0) = 0"
                 )
@@ -138,7 +139,7 @@ class HJPruner(nn.Module):
         for name, target_value in self.targets.items():
             reachable = 1.0 - float(floor[name] / self._dense[name])
             if target_value >= reachable:
-                raise ValueError(
+                raise UnreachableTargetError(
                     f"target {target_value:.3f} for the {name} budget is not reachable: with every prunable "
                     f"unit of {list(self.units)} removed (one channel left per conv layer) the reduction is "
                     f"only {reachable:.3f}; lower the target or prune more unit groups"
@@ -156,17 +157,19 @@ class HJPruner(nn.Module):
         if variant == "sep":
             parts = dict(target) if isinstance(target, Mapping) else {"cnn": target, "transformer": target}
             if set(parts) != {"cnn", "transformer"}:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"the 'sep' target needs 'cnn' and 'transformer' entries, got {sorted(parts)}"
                 )
             targets = {"cnn_macs": parts["cnn"], "transformer_macs": parts["transformer"]}
         elif isinstance(target, Mapping):
-            raise ValueError(f"variant {variant!r} takes one float target, got {dict(target)}")
+            raise HJPruneInputError(f"variant {variant!r} takes one float target, got {dict(target)}")
         else:
             targets = {"params" if variant == "params" else "macs": target}
         for name, value in targets.items():
             if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-                raise ValueError(f"target for {name} must be a relative reduction in (0, 1), got {value!r}")
+                raise HJPruneInputError(
+                    f"target for {name} must be a relative reduction in (0, 1), got {value!r}"
+                )
         return {name: float(value) for name, value in targets.items()}
 
     def _min_units(self) -> dict[str, list[float]]:

@@ -43,6 +43,7 @@ from .cards import (
     read_run,
     read_start_summary,
 )
+from .errors import HJPruneInputError
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
@@ -164,14 +165,16 @@ def load_index(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> dict[str, Any]:
     index = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"entries": []}
     entries = index.get("entries")
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a mapping with an 'entries' list")
+        raise HJPruneInputError(f"{path}: expected a mapping with an 'entries' list")
     names = [entry["name"] for entry in entries]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate entry names {sorted({n for n in names if names.count(n) > 1})}")
+        raise HJPruneInputError(
+            f"{path}: duplicate entry names {sorted({n for n in names if names.count(n) > 1})}"
+        )
     entries += [entry for entry in planned_entries() if entry["name"] not in names]
     for entry in entries:
         if entry["status"] not in (TRAINED, NOT_TRAINED):
-            raise ValueError(f"{path}: entry {entry['name']!r} has unknown status {entry['status']!r}")
+            raise HJPruneInputError(f"{path}: entry {entry['name']!r} has unknown status {entry['status']!r}")
     return {"entries": entries}
 
 
@@ -221,7 +224,7 @@ def entry_from_run(
         wrong = {key: (facts[key], planned[key]) for key in checked if facts[key] != planned[key]}
         if wrong:
             details = ", ".join(f"{key} is {run!r}, not {plan!r}" for key, (run, plan) in wrong.items())
-            raise ValueError(f"{run_dir} does not match the zoo entry {name!r}: {details}")
+            raise HJPruneInputError(f"{run_dir} does not match the zoo entry {name!r}: {details}")
     task = facts["task"]
     metrics = summary["metrics"]
     return {
@@ -471,11 +474,11 @@ def train_zoo(
     names = list(names) if names is not None else [n for n, e in entries.items() if e["data"] == "synthetic"]
     unknown = [name for name in names if name not in entries]
     if unknown:
-        raise ValueError(f"unknown zoo entries {unknown}; known: {', '.join(entries)}")
+        raise HJPruneInputError(f"unknown zoo entries {unknown}; known: {', '.join(entries)}")
     shipped = available_recipes()
     missing = [name for name in names if entries[name]["recipe"] not in shipped]
     if missing:
-        raise ValueError(
+        raise HJPruneInputError(
             f"no shipped recipe for {missing} (recipes: {', '.join(shipped)}); train them with "
             "python -m hf_hjprune.train and add the runs with `hjprune zoo add`"
         )
@@ -552,7 +555,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for entry in train_zoo(args.names, args.zoo_dir, args.output_root):
                 print(f"added {entry['name']} ({entry['repo_id']}) to {Path(args.zoo_dir) / INDEX_FILE}")
-    except ValueError as err:
+    except HJPruneInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -113,7 +113,10 @@ def test_recipe_overrides_and_types(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["max_step=3"], r"unknown recipe key\(s\) \['max_step'\].*known keys: task"),
+        (
+            ["max_step=3"],
+            r"unknown recipe key 'max_step' \(did you mean 'max_steps'\?\).*known recipe keys: task",
+        ),
         (["task=tts"], "task must be one of asr, slu"),
         (["variant=flops"], "variant must be one of none, macs"),
         (["max_steps=many"], "max_steps must be int"),
@@ -373,11 +376,6 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, cache_dir):
     assert resumed["metrics"] == full["metrics"] and resumed["steps"] == 6
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == [json.loads(line)["step"] for line in lines]
-
-
-def test_resume_without_a_checkpoint_fails(tmp_path, cache_dir):
-    with pytest.raises(ValueError, match="no checkpoint to resume from"):
-        train(load_recipe("tiny_asr", quick(cache_dir, tmp_path / "nothing")), resume=True)
 
 
 def test_a_new_run_does_not_mix_with_an_earlier_one(tmp_path, cache_dir):

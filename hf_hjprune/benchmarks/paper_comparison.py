@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
+from ..errors import HJPruneInputError
 
 RESULTS_DIR = Path(__file__).parent / "results"
 README = Path(__file__).parents[2] / "README.md"
@@ -76,16 +77,16 @@ def plan(
     runs = []
     for task in tasks:
         if task not in TASK_RECIPES:
-            raise ValueError(f"unknown task {task!r}; expected some of {', '.join(TASK_RECIPES)}")
+            raise HJPruneInputError(f"unknown task {task!r}; expected some of {', '.join(TASK_RECIPES)}")
         for seed in seeds:
             runs.append(Run(task, "none", None, seed))
             runs += [Run(task, variant, target, seed) for variant in variants for target in targets]
     unknown = sorted({run.variant for run in runs} - set(LABELS))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {', '.join(VARIANTS)}")
+        raise HJPruneInputError(f"unknown variant(s) {unknown}; expected some of {', '.join(VARIANTS)}")
     bad = [target for target in targets if not 0.0 < target < 1.0]
     if bad:
-        raise ValueError(f"targets must lie in (0, 1), got {bad}")
+        raise HJPruneInputError(f"targets must lie in (0, 1), got {bad}")
     return runs
 
 
@@ -165,7 +166,8 @@ def run_comparison(
     log(f"[{time.perf_counter() - started:6.0f} s] {len(runs) - len(todo)} runs done, training {len(todo)}")
     # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
     errors = {
-        recipe.output_dir: summary.get("error") for recipe, summary in zip(todo, train_all(todo, jobs, True))
+        recipe.output_dir: {key: summary[key] for key in ("error", "error_type") if key in summary}
+        for recipe, summary in zip(todo, train_all(todo, jobs, True))
     }
     rows = []
     for run, recipe in zip(runs, recipes):
@@ -173,7 +175,7 @@ def run_comparison(
         if path.is_file():
             rows.append(result_row(run, json.loads(path.read_text(encoding="utf-8"))))
         else:
-            rows.append({**_run_fields(run), "error": errors[recipe.output_dir]})
+            rows.append({**_run_fields(run), **errors[recipe.output_dir]})
         log(_describe(rows[-1]))
     log(f"[{time.perf_counter() - started:6.0f} s] done")
     return {"start_model": str(start_model), "runs": rows}
@@ -204,7 +206,9 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "metric": group[0]["metric"],
         }
         if not members:  # not trainable (an unreachable target): the same for every seed
-            aggregated.append({**entry, "error": group[0]["error"]})
+            aggregated.append(
+                {**entry, **{key: group[0][key] for key in ("error", "error_type") if key in group[0]}}
+            )
             continue
         values = [member["value"] for member in members]
         entry |= {
@@ -242,7 +246,10 @@ def results_markdown(result: Mapping[str, Any]) -> str:
             if entry["variant"] == "params" and entry["target"] is not None:
                 target += " params"
             if "error" in entry:
-                lines.append(f"| {LABELS[entry['variant']]} | {target} | not reachable¹ | – | – | – | – |")
+                status = (
+                    "not reachable" if entry.get("error_type") == "UnreachableTargetError" else "not trained"
+                )
+                lines.append(f"| {LABELS[entry['variant']]} | {target} | {status}¹ | – | – | – | – |")
                 continue
             cells = [
                 LABELS[entry["variant"]],
@@ -367,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = plan(args.tasks, args.variants, args.targets, args.seeds)
-    except ValueError as err:
+    except HJPruneInputError as err:
         parser.error(str(err))
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")

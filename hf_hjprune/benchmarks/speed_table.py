@@ -32,6 +32,7 @@ from ..bench import (
     training_overhead,
 )
 from ..cost import count_macs, count_params, macs_from_units
+from ..errors import HJPruneInputError
 from ..materialize import prune_model
 from ..structure import GROUPS, family_of, unit_counts
 
@@ -76,7 +77,7 @@ def structure_for_reduction(
         multiple_of: round kept conv channels and FFN units to this multiple.
     """
     if not 0.0 < reduction < 1.0:
-        raise ValueError(f"reduction must be in (0, 1), got {reduction}")
+        raise HJPruneInputError(f"reduction must be in (0, 1), got {reduction}")
     sizes = unit_counts(config)
     num_samples = int(round(seconds * SAMPLING_RATE))
     dense = macs_from_units(config, sizes, num_samples).total
@@ -95,7 +96,7 @@ def structure_for_reduction(
 
     low, high = 0.0, 1.0 / min(w for w in weights.values() if w > 0)
     if reduction_at(high) < reduction:
-        raise ValueError(f"a reduction of {reduction} is out of reach with cnn_weight={cnn_weight}")
+        raise HJPruneInputError(f"a reduction of {reduction} is out of reach with cnn_weight={cnn_weight}")
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if reduction_at(middle) < reduction else (low, middle)
