@@ -25,6 +25,9 @@ What is measured:
   workspaces, not the weights), replayed from `torch.profiler` memory events. It excludes the
   allocator's own overhead and memory that libraries allocate outside PyTorch. On CUDA,
   `torch.cuda.max_memory_allocated` during the pass minus the memory allocated before it.
+- training process memory (`--training-overhead`, CPU): the peak resident set size of a fresh
+  process that loads the model and runs two training steps, dense and gated: what each process of
+  a multi-process (`accelerate launch`) run needs, interpreter and libraries included.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ import copy
 import datetime
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +54,17 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    PreTrainedModel,
+)
 
 from .cost import count_macs, count_params
 from .errors import HJPruneInputError
+from .memory import current_rss_mib, peak_rss_mib
 from .pruner import HJPruner
 from .structure import FAMILIES, head_of
 
@@ -505,6 +518,94 @@ def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return output.last_hidden_state.float().pow(2).mean()  # a base model has no task loss
 
 
+def training_step(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], variant: str | None, target: float, seconds: float
+) -> Callable[[], None]:
+    """One training step of `model` on `batch` (forward, backward, AdamW), as a function to call.
+
+    With a `variant`, `HJPruner(variant, target)` is attached to `model` and the step adds its budget
+    penalty to the loss (gates and λ in their own optimizer groups); with None the model trains plainly.
+    """
+    if variant is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def dense_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            _loss(model, batch).backward()
+            optimizer.step()
+
+        return dense_step
+    pruner = HJPruner(model, variant=variant, target=target, seconds=seconds)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(model.parameters())},
+            {"params": pruner.gate_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+            {"params": pruner.lagrangian_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+        ],
+        lr=1e-5,
+    )
+    counter = {"step": 0}
+
+    def gated_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        (_loss(model, batch) + pruner.penalty(counter["step"])).backward()
+        optimizer.step()
+        counter["step"] += 1
+
+    return gated_step
+
+
+def _training_process_rss(
+    model_dir: str,
+    variant: str | None,
+    target: float,
+    seconds: float,
+    batch_size: int,
+    steps: int,
+    threads: int | None,
+) -> dict[str, float | None]:
+    """Run in a fresh process: load a model, train it `steps` steps; RSS after loading and at the peak."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = load_model(model_dir).train()
+    model.config.layerdrop = 0.0
+    loaded = current_rss_mib()
+    step = training_step(model, _training_batch(model, batch_size, seconds, "cpu"), variant, target, seconds)
+    for _ in range(steps):
+        step()
+    return {"after_loading_mib": loaded, "peak_mib": peak_rss_mib()}
+
+
+def training_process_memory(
+    model: PreTrainedModel,
+    seconds: float = 1.0,
+    batch_size: int = 4,
+    variant: str = "macs",
+    target: float = 0.4,
+    steps: int = 2,
+    threads: int | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """Peak resident memory (RSS, MiB) of one training process on the CPU, dense and gated.
+
+    Each kind runs in a fresh Python process (spawned; the two side by side) that loads a copy of
+    `model`, then trains it `steps` steps as in `training_overhead`: the peak holds the interpreter and
+    libraries, the weights, gradients, AdamW state and activations, what each process of a
+    multi-process run needs. Returns `{"dense": ..., "gated": ...}`, each with `after_loading_mib`
+    (RSS once the model is loaded) and `peak_mib`.
+    """
+    with tempfile.TemporaryDirectory(prefix="hjprune-bench-") as folder:
+        model.save_pretrained(folder)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            futures = {
+                name: pool.submit(
+                    _training_process_rss, folder, kind, target, seconds, batch_size, steps, threads
+                )
+                for name, kind in (("dense", None), ("gated", variant))
+            }
+            return {name: future.result() for name, future in futures.items()}
+
+
 def training_overhead(
     model: nn.Module,
     seconds: float = 1.0,
@@ -515,47 +616,29 @@ def training_overhead(
     target: float = 0.4,
     threads: int | None = None,
     device: str = "cpu",
+    memory: bool = False,
 ) -> dict[str, Any]:
     """Time of a gated training step against a dense fine-tuning step of the same model and batch.
 
-    A step is forward, backward and an AdamW step. The gated copy has `HJPruner(variant, target)`
-    attached and adds the budget penalty to the loss; the dense copy trains plainly. Both are copies
-    of `model` in train mode with LayerDrop off (a skipped layer would make step times random); their
-    steps are interleaved. Returns `dense_step` and `gated_step` summaries (see `summarize`, plus
-    `cpu_median_ms`), `ratio` = gated median / dense median and `cpu_ratio`, the same in CPU time.
+    A step is forward, backward and an AdamW step (see `training_step`). The gated copy has
+    `HJPruner(variant, target)` attached and adds the budget penalty to the loss; the dense copy
+    trains plainly. Both are copies of `model` in train mode with LayerDrop off (a skipped layer would
+    make step times random); their steps are interleaved. Returns `dense_step` and `gated_step`
+    summaries (see `summarize`, plus `cpu_median_ms`), `ratio` = gated median / dense median and
+    `cpu_ratio`, the same in CPU time. With `memory` (CPU only), also `peak_rss_mib`: the peak
+    resident memory of one training process, dense and gated (see `training_process_memory`).
     """
     dense, gated = (copy.deepcopy(model).to(device).train() for _ in range(2))
     for copied in (dense, gated):
         copied.config.layerdrop = 0.0
-    pruner = HJPruner(gated, variant=variant, target=target, seconds=seconds)
-    dense_optimizer = torch.optim.AdamW(dense.parameters(), lr=1e-5)
-    gated_optimizer = torch.optim.AdamW(
-        [
-            {"params": list(gated.parameters())},
-            {"params": pruner.gate_parameters(), "lr": 1e-2, "weight_decay": 0.0},
-            {"params": pruner.lagrangian_parameters(), "lr": 1e-2, "weight_decay": 0.0},
-        ],
-        lr=1e-5,
-    )
     batch = _training_batch(model, batch_size, seconds, device)
-    counter = {"step": 0}
-
-    def dense_step() -> None:
-        dense_optimizer.zero_grad(set_to_none=True)
-        _loss(dense, batch).backward()
-        dense_optimizer.step()
-
-    def gated_step() -> None:
-        gated_optimizer.zero_grad(set_to_none=True)
-        (_loss(gated, batch) + pruner.penalty(counter["step"])).backward()
-        gated_optimizer.step()
-        counter["step"] += 1
-
+    dense_step = training_step(dense, batch, None, target, seconds)
+    gated_step = training_step(gated, batch, variant, target, seconds)
     with intra_op_threads(threads) as used_threads:
         timings = interleaved_times({"dense": dense_step, "gated": gated_step}, repeats, warmup, device)
     times, cpu = timings.wall_ms, {name: float(np.median(t)) for name, t in timings.cpu_ms.items()}
     dense_summary, gated_summary = summarize(times["dense"]), summarize(times["gated"])
-    return {
+    result = {
         "device": device,
         "batch_size": batch_size,
         "seconds": seconds,
@@ -568,6 +651,11 @@ def training_overhead(
         "ratio": gated_summary["median_ms"] / dense_summary["median_ms"],
         "cpu_ratio": cpu["gated"] / cpu["dense"],
     }
+    if memory and device == "cpu":
+        result["peak_rss_mib"] = training_process_memory(
+            model, seconds, batch_size, variant, target, steps=2, threads=used_threads
+        )
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,6 +785,27 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
             ],
         )
         lines += ["", "(± is the interquartile range; CPU time is the process CPU time of all threads.)"]
+        memory_rows = [row for row in overhead if row.get("peak_rss_mib")]
+        if memory_rows:
+            lines += [
+                "",
+                "Peak resident memory (RSS) of one training process (fresh process: load, 2 steps):",
+                "",
+            ]
+            lines += markdown_table(
+                ["model", "batch", "audio (s)", "dense (MiB)", "gated (MiB)", "after loading (MiB)"],
+                [
+                    [
+                        _model_label(row["model"]),
+                        str(row["batch_size"]),
+                        f"{row['seconds']:g}",
+                        f"{row['peak_rss_mib']['dense']['peak_mib']:.0f}",
+                        f"{row['peak_rss_mib']['gated']['peak_mib']:.0f}",
+                        f"{row['peak_rss_mib']['dense']['after_loading_mib']:.0f}",
+                    ]
+                    for row in memory_rows
+                ],
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -731,7 +840,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, all usable cores)"
     )
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak memory measurement")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory measurements (peak memory of a forward pass; with --training-overhead, the "
+        "peak RSS of a training process)",
+    )
     parser.add_argument(
         "--training-overhead",
         action="store_true",
@@ -788,6 +902,7 @@ def run(args: argparse.Namespace) -> int:
                     repeats=args.repeats,
                     warmup=args.warmup,
                     device=device,
+                    memory=not args.no_memory,
                 ),
             }
             for device in result["settings"]["devices"]

@@ -33,6 +33,7 @@ QUICK_OVERRIDES = (
     "max_steps=3",
     "batch_size=4",
     "eval_steps=0",
+    "log_steps=1",
     "data_options.num_train=32",
     "data_options.num_validation=8",
     "data_options.num_test=8",

@@ -37,7 +37,7 @@ from typing import Any
 import jiwer
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
@@ -85,6 +85,13 @@ from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
 from .structure import FAMILIES
 
 logger = get_logger(__name__)
+
+
+def _log(level: int, message: str) -> None:
+    """Log on the main process only; unlike accelerate's logger, also before any `Accelerator` exists."""
+    if PartialState().is_main_process:
+        logger.logger.log(level, message)
+
 
 TINY_CONFIG: dict[str, Any] = dict(
     hidden_size=192,
@@ -246,10 +253,10 @@ def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokeniz
     """
     if not uses_own_vocabulary(recipe):
         if recipe.new_vocabulary and _own_file(recipe.model, "vocab.json") is not None:
-            logger.warning(
+            _log(
+                logging.WARNING,
                 f"new_vocabulary: the vocabulary of {recipe.model} is replaced by the training characters; "
                 f"its {OUTPUT_LAYERS['ctc']} starts from scratch",
-                main_process_only=True,
             )
         return build_tokenizer(transcripts)
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(recipe.model)
@@ -293,7 +300,7 @@ def load_label2id(recipe: Recipe, intents: list[str], config: PretrainedConfig) 
             `recipe.new_vocabulary` is off.
     """
     architectures = getattr(config, "architectures", None) or []
-    own = {str(label): int(i) for label, i in (getattr(config, "label2id", None) or {}).items()}
+    own = {str(label): int(i) for i, label in (getattr(config, "id2label", None) or {}).items()}
     is_classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
     if not is_classifier or recipe.new_vocabulary or all(re.fullmatch(r"LABEL_\d+", label) for label in own):
         return build_label2id(intents)
@@ -367,7 +374,7 @@ def build_model(
         reset_head_module(model, OUTPUT_LAYERS[head])
         new.add(OUTPUT_LAYERS[head])
     if new:
-        logger.info(f"Task head trained from scratch: {', '.join(sorted(new))}", main_process_only=True)
+        _log(logging.INFO, f"Task head trained from scratch: {', '.join(sorted(new))}")
     return model
 
 
@@ -640,9 +647,9 @@ def _start(output_dir: Path, resume: bool) -> Path | None:
         )
     if resume and not found:
         # A job requeued after being killed before its first checkpoint runs the same command again.
-        logger.warning(
+        _log(
+            logging.WARNING,
             f"--resume: no checkpoint in {output_dir / 'checkpoints'} yet; starting from the beginning",
-            main_process_only=True,
         )
     return found[-1] if found else None
 
@@ -904,7 +911,7 @@ def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:
     except HJPruneInputError as err:  # bad input, found before the first step
         if not keep_going:
             raise
-        logger.warning(f"{recipe.output_dir}: not trained: {err}", main_process_only=True)
+        _log(logging.WARNING, f"{recipe.output_dir}: not trained: {err}")
         return {"error": str(err), "error_type": type(err).__name__}
 
 
@@ -963,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         train(load_recipe(args.recipe, overrides), resume=args.resume)
     except TrainingStopped as stopped:
-        logger.warning(str(stopped), main_process_only=True)
+        _log(logging.WARNING, str(stopped))
         return stopped.exit_status
     return 0
 

@@ -62,6 +62,25 @@ def random_keep(config, generator: torch.Generator, allow_empty: bool = True) ->
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (results that depend on the reduction order), then the previous count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _thread_count_restored():
+    """Fail a test that leaves torch's thread count changed: every later test would run on it."""
+    threads = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert after == threads, f"the test changed torch's thread count from {threads} to {after} and left it so"
+
+
+@pytest.fixture
 def audio_batch():
     generator = torch.Generator().manual_seed(0)
     values = torch.randn(2, 3200, generator=generator)
