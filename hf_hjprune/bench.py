@@ -62,6 +62,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .atomic import atomic_write_text
 from .cost import count_macs, count_params
 from .errors import HJPruneInputError
 from .memory import current_rss_mib, peak_rss_mib
@@ -910,8 +911,7 @@ def run(args: argparse.Namespace) -> int:
     markdown = bench_markdown(result)
     for path, text in ((args.output_json, json.dumps(result, indent=2) + "\n"), (args.output_md, markdown)):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+            atomic_write_text(path, text)
     sys.stdout.write(markdown)
     return 0
 

@@ -570,7 +570,10 @@ def card_from_summary(
         f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
     ]
     if skipped:
-        body.append(f"- **Skipped audio files:** {skipped} (unreadable or too short), see `summary.json`")
+        body.append(
+            f"- **Skipped audio files:** {skipped} (unusable: corrupt, truncated, silent, too short or too "
+            "long), counted by reason in `summary.json`"
+        )
     body += [
         "",
         "## Structure",

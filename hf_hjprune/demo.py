@@ -13,11 +13,11 @@ and `DIR/<run>/summary.json`; the comparison goes to `DIR/results.md` and `DIR/r
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_json, atomic_write_text
 from .recipes import load_recipe
 from .train import train, train_all
 
@@ -83,12 +83,12 @@ def run_demo(output_dir: str | Path, quick: bool = False, jobs: int = 2) -> list
     summaries = [train(first), *train_all(rest, jobs)]
     rows = [result_row(label, summary) for (_, label), summary in zip(RUNS, summaries)]
     table = format_table(rows)
-    (output_dir / "results.md").write_text(
+    atomic_write_text(
+        output_dir / "results.md",
         f"# HJ-Pruning demo\n\nTest split of the synthetic spoken-command corpus (held-out speakers and "
         f"templates). Total wall time: {time.perf_counter() - started:.0f} s.\n\n{table}\n",
-        encoding="utf-8",
     )
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "results.json", rows)
     print(table)
     return rows
 

@@ -17,6 +17,7 @@ job schedulers send) saves a checkpoint before the process exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -631,6 +632,19 @@ class StopSignal:
             received = int(accelerator.reduce(flag, reduction="max").item())
         return received or None
 
+    def checkpoint_and_stop(
+        self, accelerator: Accelerator, output_dir: Path, step: int, keep: int, saved: bool = False
+    ) -> None:
+        """Call after each optimizer update (on every process): when a stop was requested, save a
+        checkpoint of `step` (unless `saved` already), end the trackers and raise `TrainingStopped`."""
+        received = self.requested(accelerator)
+        if received is None:
+            return
+        if not saved:
+            save_checkpoint(accelerator, output_dir, step, keep)
+        accelerator.end_training()
+        raise TrainingStopped(received, step, output_dir / "checkpoints" / f"step_{step}")
+
 
 def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
     """Recipe values as trackers accept them: scalars, anything else (mappings, None) as JSON."""
@@ -799,7 +813,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     )
     trained.train()
     started, seconds_before = time.perf_counter(), progress.train_seconds
-    with StopSignal() as stop:
+    with StopSignal() as stop, contextlib.closing(reporter):
         while progress.step < recipe.max_steps:
             train_dataloader.set_epoch(progress.epoch)
             batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
@@ -842,23 +856,16 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
                     accelerator.log(
                         {f"validation/{name}": value for name, value in metrics.items()}, step=progress.step
                     )
-                saved = recipe.checkpoint_steps and progress.step % recipe.checkpoint_steps == 0
+                saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
                 if saved:
                     save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-                received = stop.requested(accelerator)
-                if received is not None and progress.step < recipe.max_steps:
-                    if not saved:
-                        save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-                    reporter.close()
-                    accelerator.end_training()
-                    raise TrainingStopped(
-                        received, progress.step, output_dir / "checkpoints" / f"step_{progress.step}"
-                    )
                 if progress.step >= recipe.max_steps:
                     break
+                stop.checkpoint_and_stop(
+                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
+                )
             else:
                 progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
-    reporter.close()
 
     # 6. Export, evaluate and write the model and the summary, each complete or not at all.
     accelerator.wait_for_everyone()

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_json, atomic_write_text
 from .cards import (
     FAMILY_NAMES,
     METRIC_NAMES,
@@ -182,7 +183,7 @@ def save_index(index: Mapping[str, Any], zoo_dir: str | os.PathLike = DEFAULT_ZO
     """Write `zoo_dir/zoo.json` (stable formatting: the same index gives the same bytes)."""
     path = Path(zoo_dir) / INDEX_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -394,7 +395,7 @@ def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
     """Write `zoo.json`, `LEADERBOARD.md` and every trained entry's card and plot; returns their paths."""
     folder = Path(folder)
     written = [save_index(index, folder), folder / LEADERBOARD_FILE]
-    written[1].write_text(leaderboard_markdown(index), encoding="utf-8")
+    atomic_write_text(written[1], leaderboard_markdown(index))
     for entry in index["entries"]:
         if entry["status"] != TRAINED:
             continue
@@ -508,7 +509,7 @@ def bench_run(run_dir: str | os.PathLike, **settings: Any) -> Path:
     models = {"start model": dense_model_of_run(run_dir, pruned), "pruned model": pruned}
     result = benchmark_models(models, pairs=[tuple(models)], **{**BENCH_SETTINGS, **settings})
     path = Path(run_dir) / "bench.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, result)
     return path
 
 

@@ -47,6 +47,26 @@ def tiny_config(family: str = "wav2vec2", norm: str = "group", stable: bool = Fa
     return FAMILY_CONFIGS[family](**values)
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One synthetic corpus cache per test module (built once, then reused)."""
+    return tmp_path_factory.mktemp("corpus_cache")
+
+
+def quick_overrides(sizes: dict, cache_dir, output_dir, *overrides) -> list[str]:
+    """Recipe overrides that make a shipped tiny recipe run in a few seconds on a synthetic corpus of `sizes`."""
+    return [
+        *(f"data_options.{key}={value}" for key, value in sizes.items()),
+        f"data_options.cache_dir={cache_dir}",
+        "max_steps=4",
+        "batch_size=4",
+        "eval_steps=2",
+        "log_steps=1",
+        f"output_dir={output_dir}",
+        *overrides,
+    ]
+
+
 def random_keep(config, generator: torch.Generator, allow_empty: bool = True) -> dict:
     """Random kept units per layer; with `allow_empty`, the first layer keeps no heads and the last no FFN units."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_config
+from conftest import quick_overrides, tiny_config
 from huggingface_hub import HfApi, constants
 from safetensors.torch import load_file
 from transformers import (
@@ -50,24 +50,9 @@ SIZES = {"num_train": 16, "num_validation": 4, "num_test": 4, "seed": 0}
 VOCAB = "<pad> <s> </s> <unk> | e t a o n i h s r d l u m w c f g y p b v k ' x j q z".split()
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One synthetic corpus for the whole module (built once, then reused from the cache)."""
-    return tmp_path_factory.mktemp("corpus_cache")
-
-
 def quick(cache_dir, output_dir, *overrides):
-    """Overrides that make the tiny ASR recipe run in a few seconds."""
-    return [
-        *(f"data_options.{key}={value}" for key, value in SIZES.items()),
-        f"data_options.cache_dir={cache_dir}",
-        "max_steps=4",
-        "batch_size=4",
-        "eval_steps=0",
-        "log_steps=1",
-        f"output_dir={output_dir}",
-        *overrides,
-    ]
+    """Overrides that make the tiny ASR recipe run in a few seconds (no validation runs)."""
+    return quick_overrides(SIZES, cache_dir, output_dir, "eval_steps=0", *overrides)
 
 
 def save_ctc_checkpoint(folder: Path, config=None) -> Wav2Vec2ForCTC:
@@ -395,6 +380,26 @@ def start_with_fault(fault: str, at: int, args: list[str]) -> subprocess.Popen:
     )
 
 
+def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Wait for a process started in its own session; on timeout kill the whole group (a launcher's
+    workers included) rather than leave orphans behind."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+
+
+def run_in_session(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a new session, with `finish`'s clean-up on timeout."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    stdout, stderr = finish(process, timeout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def weights(output_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(output_dir / "model" / "model.safetensors")
 
@@ -426,7 +431,7 @@ def test_kill_9_then_resume_gives_the_same_weights(
 ):
     output_dir = tmp_path / "run"
     process = start_with_fault(fault, at, train_args(cache_dir, output_dir))
-    _, stderr = process.communicate(timeout=300)
+    _, stderr = finish(process, timeout=600)
     assert process.returncode == -signal.SIGKILL, stderr[-3000:]
     assert not (output_dir / "summary.json").exists() and not (output_dir / "model").exists()
     assert checkpoints(output_dir)[-1].name == resumes_from
@@ -455,7 +460,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, cache_dir, uninterrupted
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before the signal"
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = finish(process, timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     stopped = re.search(
         r"stopped by SIGTERM at step (\d+); checkpoint saved in (\S+): run the same command", stderr
@@ -476,7 +481,7 @@ def test_resume_before_the_first_checkpoint_starts_over_and_says_so(
     output_dir = tmp_path / "run"
     args = [*train_args(cache_dir, output_dir), "--resume"]
     process = start_with_fault("step", 3, args)  # killed during step 2, before checkpoint step_2
-    process.communicate(timeout=300)
+    finish(process, timeout=600)
     assert process.returncode == -signal.SIGKILL and checkpoints(output_dir) == []
     assert [r["step"] for r in read_jsonl(output_dir / "metrics.jsonl")] == [1]
 
@@ -798,21 +803,13 @@ def test_base_size_under_accelerate_bf16_kill_resume_export(tmp_path, cache_dir)
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
 
-    killed = subprocess.run(
-        [*command, "published", "1", *train_arguments], capture_output=True, text=True, timeout=600, env=env
-    )
+    killed = run_in_session([*command, "published", "1", *train_arguments], env, timeout=1200)
     assert killed.returncode != 0 and [path.name for path in checkpoints(output_dir)] == ["step_1"], (
         killed.stderr[-3000:]
     )
     assert not (output_dir / "summary.json").exists()
 
-    resumed = subprocess.run(
-        [*command, "none", "0", *train_arguments, "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    resumed = run_in_session([*command, "none", "0", *train_arguments, "--resume"], env, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stderr and "step_1" in resumed.stderr
     summary = json.loads((output_dir / "summary.json").read_text())

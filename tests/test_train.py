@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_config
+from conftest import quick_overrides, tiny_config
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForAudioClassification,
@@ -50,24 +50,9 @@ TARGETS = {"none": [], "macs": ["target=0.3"], "params": ["target=0.3"], "transf
 TARGETS["sep"] = ["target.cnn=0.3", "target.transformer=0.2"]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One synthetic corpus for the whole module (built once, then reused from the cache)."""
-    return tmp_path_factory.mktemp("corpus_cache")
-
-
 def quick(cache_dir, output_dir, *overrides):
     """Overrides that make a shipped tiny recipe run in a few seconds."""
-    return [
-        *(f"data_options.{key}={value}" for key, value in SIZES.items()),
-        f"data_options.cache_dir={cache_dir}",
-        "max_steps=4",
-        "batch_size=4",
-        "eval_steps=2",
-        "log_steps=1",
-        f"output_dir={output_dir}",
-        *overrides,
-    ]
+    return quick_overrides(SIZES, cache_dir, output_dir, *overrides)
 
 
 def run(recipe, cache_dir, output_dir, *overrides):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
 from ..errors import HJPruneInputError
 
@@ -355,7 +356,7 @@ def update_readme(markdown: str, readme: Path = README) -> bool:
     if start < 0 or end < start:
         return False
     updated = text[: start + len(MARKERS[0])] + "\n" + markdown + text[end:]
-    readme.write_text(updated, encoding="utf-8")
+    atomic_write_text(readme, updated)
     return True
 
 
@@ -387,12 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.output_dir / "paper_comparison"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    stem.with_suffix(".md").write_text(
+    atomic_write_text(
+        stem.with_suffix(".md"),
         f"# Toy reproduction of the paper's comparison\n\nRegenerate: `{result['command']}`\n\n"
         f"![metric against MACs](paper_comparison.png)\n\n{markdown}",
-        encoding="utf-8",
     )
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown):

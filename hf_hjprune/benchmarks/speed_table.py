@@ -23,6 +23,7 @@ import transformers
 from torch import nn
 from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForCTC, WavLMConfig, WavLMForCTC
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..bench import (
     benchmark_models,
     interleaved_times,
@@ -946,8 +947,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    md_path.write_text(table_markdown(result, result["command"]), encoding="utf-8")
+        atomic_write_json(json_path, result, indent=1)
+    atomic_write_text(md_path, table_markdown(result, result["command"]))
     print(f"wrote {md_path}" + ("" if args.markdown_only else f" and {json_path}"))
     return 0
 
