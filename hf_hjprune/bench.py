@@ -594,17 +594,17 @@ def training_process_memory(
     multi-process run needs. Returns `{"dense": ..., "gated": ...}`, each with `after_loading_mib`
     (RSS once the model is loaded) and `peak_mib`.
     """
-    with tempfile.TemporaryDirectory(prefix="hjprune-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="hjprune-bench-") as folder, contextlib.ExitStack() as stack:
         model.save_pretrained(folder)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(2, mp_context=context) as pool:
-            futures = {
-                name: pool.submit(
-                    _training_process_rss, folder, kind, target, seconds, batch_size, steps, threads
-                )
-                for name, kind in (("dense", None), ("gated", variant))
-            }
-            return {name: future.result() for name, future in futures.items()}
+        futures = {}
+        for name, kind in (("dense", None), ("gated", variant)):
+            # One pool (one process) per kind: a process's peak RSS is a high-water mark.
+            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=context))
+            futures[name] = pool.submit(
+                _training_process_rss, folder, kind, target, seconds, batch_size, steps, threads
+            )
+        return {name: future.result() for name, future in futures.items()}
 
 
 def training_overhead(

@@ -777,6 +777,7 @@ def test_base_size_under_accelerate_bf16_kill_resume_export(tmp_path, cache_dir)
         "gradient_accumulation_steps=2",
         "mixed_precision=bf16",
         "checkpoint_steps=1",
+        "keep_checkpoints=1",
         "eval_steps=0",
         "log_steps=1",
         f"output_dir={output_dir}",
@@ -855,7 +856,9 @@ def test_bench_reports_the_peak_memory_of_a_training_process(tmp_path, capsys):
     memory = overhead["peak_rss_mib"]
     weights_mib = 94_396_320 * 4 / 2**20
     for kind in ("dense", "gated"):
-        # weights, gradients and two AdamW moments: at least 4 copies of the weights beyond the loaded model
-        assert memory[kind]["peak_mib"] > memory[kind]["after_loading_mib"] + 3 * weights_mib, memory
+        # Beyond the loaded model: gradients and two AdamW moments (3 copies of the weights) and
+        # activations; well below what a second model in the same process would add.
+        extra = memory[kind]["peak_mib"] - memory[kind]["after_loading_mib"]
+        assert 3 * weights_mib < extra < 6 * weights_mib, memory
         assert memory[kind]["after_loading_mib"] > weights_mib
     assert "Peak resident memory (RSS) of one training process" in capsys.readouterr().out
