@@ -284,14 +284,22 @@ def _stderr_silenced() -> Iterator[None]:
 
 
 @torch.inference_mode()
-def peak_memory_mib(model: nn.Module, input_values: torch.Tensor) -> float:
-    """Peak extra memory (MiB) of one forward pass, as described in the module docstring."""
-    device = input_values.device.type
+def peak_memory_mib(model: nn.Module, input_values: torch.Tensor) -> float | None:
+    """Peak extra memory (MiB) of one forward pass, as described in the module docstring; None for a
+    model run outside PyTorch (ONNX Runtime), whose allocations PyTorch does not see."""
+    if _runtime(model) != "PyTorch":
+        return None
+    return peak_step_memory_mib(lambda: model(input_values=input_values), input_values.device.type)
+
+
+def peak_step_memory_mib(step: Callable[[], Any], device: str = "cpu") -> float:
+    """Peak extra memory (MiB) while `step()` runs: the most bytes allocated through PyTorch at once
+    beyond those allocated before it (see the module docstring)."""
     if device == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        model(input_values=input_values)
+        step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
@@ -300,7 +308,7 @@ def peak_memory_mib(model: nn.Module, input_values: torch.Tensor) -> float:
     with _stderr_silenced():  # kineto prints a line to stderr at each start and stop
         prof.start()
     try:
-        model(input_values=input_values)
+        step()
     finally:
         with _stderr_silenced():
             prof.stop()
@@ -313,12 +321,23 @@ def peak_memory_mib(model: nn.Module, input_values: torch.Tensor) -> float:
     return peak / 2**20
 
 
+def _runtime(model: nn.Module) -> str:
+    """`"PyTorch"`, or the runtime of an exported model (`export.OnnxRuntimeModel`)."""
+    return getattr(model, "runtime", "PyTorch")
+
+
+def _costed(model: nn.Module) -> nn.Module:
+    """The PyTorch model whose structure gives `model`'s parameters and MACs (an export's source)."""
+    return getattr(model, "exported_from", None) or model
+
+
 def _model_entry(model: nn.Module) -> dict[str, Any]:
     return {
         "class": type(model).__name__,
-        "source": getattr(model, "name_or_path", "") or None,
-        "params": count_params(model).as_dict(),
-        "macs_per_second": count_macs(model, 1.0).as_dict(),
+        "runtime": _runtime(model),
+        "source": getattr(_costed(model), "name_or_path", "") or None,
+        "params": count_params(_costed(model)).as_dict(),
+        "macs_per_second": count_macs(_costed(model), 1.0).as_dict(),
     }
 
 
@@ -359,7 +378,10 @@ def benchmark_models(
                 "memory": MEMORY_NOTE if memory else None,
             },
             "models": {name: {**_model_entry(model), "latency": []} for name, model in models.items()},
-            "pairs": [{"dense": dense, "pruned": pruned, "results": []} for dense, pruned in pairs],
+            "pairs": [
+                {"dense": dense, "pruned": pruned, "runtime": _runtime(models[pruned]), "results": []}
+                for dense, pruned in pairs
+            ],
         }
         for model in models.values():
             model.eval()
@@ -402,7 +424,7 @@ def _benchmark_config(
             "device": device,
             "batch_size": batch_size,
             "seconds": seconds,
-            "macs": count_macs(model, seconds).total * batch_size,
+            "macs": count_macs(_costed(model), seconds).total * batch_size,
             **summarize(timings.wall_ms[name]),
             "cpu_median_ms": float(np.median(timings.cpu_ms[name])),
             "times_ms": timings.wall_ms[name],
@@ -617,7 +639,7 @@ def training_overhead(
     target: float = 0.4,
     threads: int | None = None,
     device: str = "cpu",
-    memory: bool = False,
+    process_memory: bool = False,
 ) -> dict[str, Any]:
     """Time of a gated training step against a dense fine-tuning step of the same model and batch.
 
@@ -625,9 +647,10 @@ def training_overhead(
     `HJPruner(variant, target)` attached and adds the budget penalty to the loss; the dense copy
     trains plainly. Both are copies of `model` in train mode with LayerDrop off (a skipped layer would
     make step times random); their steps are interleaved. Returns `dense_step` and `gated_step`
-    summaries (see `summarize`, plus `cpu_median_ms`), `ratio` = gated median / dense median and
-    `cpu_ratio`, the same in CPU time. With `memory` (CPU only), also `peak_rss_mib`: the peak
-    resident memory of one training process, dense and gated (see `training_process_memory`).
+    summaries (see `summarize`, plus `cpu_median_ms` and `peak_memory_mib`: the peak of one more
+    step, see `peak_step_memory_mib`), `ratio` = gated median / dense median, `cpu_ratio`, the same
+    in CPU time, and `memory_ratio`. With `process_memory` (CPU only), also `peak_rss_mib`: the peak
+    resident memory of one whole training process, dense and gated (see `training_process_memory`).
     """
     dense, gated = (copy.deepcopy(model).to(device).train() for _ in range(2))
     for copied in (dense, gated):
@@ -637,6 +660,11 @@ def training_overhead(
     gated_step = training_step(gated, batch, variant, target, seconds)
     with intra_op_threads(threads) as used_threads:
         timings = interleaved_times({"dense": dense_step, "gated": gated_step}, repeats, warmup, device)
+        # One more step of each under the memory profiler, after the timed ones (it slows the step down).
+        memory = {
+            "dense": peak_step_memory_mib(dense_step, device),
+            "gated": peak_step_memory_mib(gated_step, device),
+        }
     times, cpu = timings.wall_ms, {name: float(np.median(t)) for name, t in timings.cpu_ms.items()}
     dense_summary, gated_summary = summarize(times["dense"]), summarize(times["gated"])
     result = {
@@ -647,12 +675,23 @@ def training_overhead(
         "target": target,
         "threads": used_threads,
         "warmup": warmup,
-        "dense_step": {**dense_summary, "cpu_median_ms": cpu["dense"], "times_ms": times["dense"]},
-        "gated_step": {**gated_summary, "cpu_median_ms": cpu["gated"], "times_ms": times["gated"]},
+        "dense_step": {
+            **dense_summary,
+            "cpu_median_ms": cpu["dense"],
+            "peak_memory_mib": memory["dense"],
+            "times_ms": times["dense"],
+        },
+        "gated_step": {
+            **gated_summary,
+            "cpu_median_ms": cpu["gated"],
+            "peak_memory_mib": memory["gated"],
+            "times_ms": times["gated"],
+        },
         "ratio": gated_summary["median_ms"] / dense_summary["median_ms"],
         "cpu_ratio": cpu["gated"] / cpu["dense"],
+        "memory_ratio": memory["gated"] / memory["dense"],
     }
-    if memory and device == "cpu":
+    if process_memory and device == "cpu":
         result["peak_rss_mib"] = training_process_memory(
             model, seconds, batch_size, variant, target, steps=2, threads=used_threads
         )
@@ -680,6 +719,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 
 def _model_label(name: str) -> str:
     return f"`{name}`"
+
+
+def _memory_change(row: Mapping[str, Any]) -> str:
+    dense, gated = row["dense_step"].get("peak_memory_mib"), row["gated_step"].get("peak_memory_mib")
+    return "–" if dense is None or gated is None else f"{dense:.0f} → {gated:.0f}"
 
 
 def bench_markdown(result: Mapping[str, Any]) -> str:
@@ -729,7 +773,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
             rows.append(cells)
     lines += ["", *markdown_table(header, rows)]
     for pair in result["pairs"]:
-        lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])}:", ""]
+        runtime = pair.get("runtime", "PyTorch")
+        lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])} ({runtime}):", ""]
         lines += markdown_table(
             [
                 "device",
@@ -770,6 +815,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                 "gated step (ms)",
                 "ratio",
                 "CPU-time ratio",
+                "peak memory (MiB)",
+                "memory ratio",
             ],
             [
                 [
@@ -781,6 +828,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                     f"{row['gated_step']['median_ms']:.0f} ± {row['gated_step']['iqr_ms']:.0f}",
                     f"{row['ratio']:.2f}×",
                     f"{row['cpu_ratio']:.2f}×",
+                    _memory_change(row),
+                    f"{row['memory_ratio']:.2f}×" if "memory_ratio" in row else "–",
                 ]
                 for row in overhead
             ],
@@ -812,6 +861,20 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # command line
+
+
+def onnx_models(model: nn.Module, directory: str | Path, threads: int | None = None) -> dict[str, nn.Module]:
+    """`model` exported to ONNX (fp32 and int8, `hjprune export`) in `directory`, as
+    `export.OnnxRuntimeModel`s by runtime name, with `threads` intra-op threads (default: torch's)."""
+    from .export import FILES, RUNTIMES, OnnxRuntimeModel, quantize_int8, torch_to_onnx
+
+    directory = Path(directory)
+    fp32 = torch_to_onnx(model, directory / FILES["fp32"])
+    int8 = quantize_int8(fp32, directory / FILES["int8"])
+    return {
+        RUNTIMES[kind]: OnnxRuntimeModel(path, model.config, threads=threads, exported_from=model)
+        for kind, path in (("fp32", fp32), ("int8", int8))
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -852,6 +915,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time a gated training step against a dense one (of the dense model)",
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time the (pruned) model exported to ONNX Runtime, fp32 and int8 (hjprune export)",
+    )
     parser.add_argument("--train-batch-size", type=int, default=4)
     parser.add_argument("--train-seconds", type=float, default=1.0)
     parser.add_argument("--output-json", metavar="FILE", help="write the full result as JSON")
@@ -882,16 +950,27 @@ def run(args: argparse.Namespace) -> int:
             key = name if name not in models else f"{name} (#{i + 1})"
             models[key] = load_model(name)
     names = list(models)
-    result = benchmark_models(
-        models,
-        pairs=[(names[0], names[1])] if len(names) == 2 else [],
-        seconds=args.seconds,
-        batch_sizes=args.batch_sizes,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        threads=args.threads,
-        memory=not args.no_memory,
-    )
+    pairs = [(names[0], names[1])] if len(names) == 2 else []
+    exports = contextlib.ExitStack()
+    if args.onnx:
+        exported = onnx_models(
+            models[names[-1]], exports.enter_context(tempfile.TemporaryDirectory()), args.threads
+        )
+        for runtime, model in exported.items():
+            models[f"{names[-1]} ({runtime})"] = model
+            if len(names) == 2:
+                pairs.append((names[0], f"{names[-1]} ({runtime})"))
+    with exports:
+        result = benchmark_models(
+            models,
+            pairs=pairs,
+            seconds=args.seconds,
+            batch_sizes=args.batch_sizes,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            threads=args.threads,
+            memory=not args.no_memory,
+        )
     if args.training_overhead:
         result["training_overhead"] = [
             {
@@ -903,7 +982,7 @@ def run(args: argparse.Namespace) -> int:
                     repeats=args.repeats,
                     warmup=args.warmup,
                     device=device,
-                    memory=not args.no_memory,
+                    process_memory=not args.no_memory,
                 ),
             }
             for device in result["settings"]["devices"]

@@ -302,9 +302,12 @@ def _cost_rows(label: str, cost: Mapping[str, Mapping[str, float]]) -> list[str]
 def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
     rows = []
     for pair in bench.get("pairs", []):
+        runtime = pair.get("runtime", "PyTorch")
+        # The start model always runs in PyTorch fp32; an exported model's rows name its runtime.
+        label = "Latency" if runtime == "PyTorch" else f"Latency, this model in {runtime}"
         for result in pair["results"]:
             rows.append(
-                f"| Latency ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
+                f"| {label} ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
                 f"{result['dense_median_ms']:.1f} ms | {result['pruned_median_ms']:.1f} ms | "
                 f"speed-up {result['speedup']:.2f}× (MACs ratio {result['macs_ratio']:.2f}×) |"
             )
@@ -350,7 +353,14 @@ def _results_section(
         lines += [
             "",
             "Latency was measured with `hjprune bench` (median of timed runs; the start model is rebuilt "
-            "with the same task head):",
+            "with the same task head)"
+            + (
+                "; the ONNX Runtime rows time this model exported with `hjprune export` (fp32, and int8: "
+                "dynamic quantisation of the MatMul/Gemm weights), against the start model in PyTorch fp32"
+                if any(pair.get("runtime", "PyTorch") != "PyTorch" for pair in bench.get("pairs", []))
+                else ""
+            )
+            + ":",
             "",
             "<details><summary>Full benchmark</summary>",
             "",
@@ -682,3 +692,102 @@ __all__ = [
     "recipe_yaml",
     "structure_table",
 ]
+
+
+OBJECTIVE_TEXT = {
+    "hubert": "self-supervised HuBERT masked prediction of k-means clusters of {targets} frames "
+    "(the encoder hears augmented audio; the targets come from the clean signal)",
+    "wav2vec2": "self-supervised wav2vec 2.0 contrastive learning against quantized targets",
+    "ctc": "supervised CTC over {ctc_targets}",
+}
+
+
+def start_model_card(
+    summaries: list[Mapping[str, Any]],
+    config: Mapping[str, Any],
+    *,
+    name: str,
+    recipes: list[str],
+    downstream: str | None = None,
+) -> ModelCard:
+    """The card of a start model pretrained with `hjprune pretrain`, from the summaries of its stages
+    (in order: each stage continues from the previous one) and its config.
+
+    Args:
+        summaries: The `summary.json` of every pretraining stage.
+        config: The shipped model's `config.json` content.
+        recipes: The pretraining recipe of each stage (`hjprune pretrain RECIPE` regenerates it).
+        name: Its name (`pretrained:NAME`).
+        downstream: Markdown on how it fine-tunes (e.g. the pretraining benchmark's table), if measured.
+    """
+    last = summaries[-1]
+    family = FAMILY_NAMES[last["family"]]
+    params, macs = last["params"], last["macs"]
+    data = ModelCardData(
+        model_name=name,
+        language=["en", "multilingual"],
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="automatic-speech-recognition"
+        if any("ForCTC" in architecture for architecture in config.get("architectures") or [])
+        else "feature-extraction",
+        tags=["hf_hjprune", "speech", last["family"], "synthetic-speech", "start-model"],
+    )  # fmt: skip
+    stages = []
+    for index, (summary, recipe_name) in enumerate(zip(summaries, recipes, strict=True), start=1):
+        recipe = summary["recipe"]
+        objective = OBJECTIVE_TEXT[summary["objective"]].format(
+            targets="MFCC"
+            if recipe.get("targets") == "mfcc"
+            else f"hidden layer {recipe.get('target_layer')}",
+            ctc_targets="eSpeak NG's IPA phonemes (every language)"
+            if recipe.get("ctc_targets") == "phonemes"
+            else f"characters of the text ({', '.join(recipe.get('languages') or ['all'])} utterances)",
+        )
+        validation = ", ".join(
+            f"{key.replace('_', ' ')} {value:.3f}" for key, value in summary["validation"].items()
+        )
+        stages.append(
+            f"{index}. **{objective}**, {'continuing from stage ' + str(index - 1) if recipe.get('init_from') else 'from random initialisation'}: "
+            f"{summary['steps']} steps ({_duration(summary['train_seconds'])} on {summary['num_processes']} CPU "
+            f"process{'es' if summary['num_processes'] > 1 else ''}), {summary['audio_hours_seen']:.1f} hours of audio "
+            f"heard from {summary['data']['hours']:.1f} hours of broad synthetic speech; final validation: {validation}. "
+            f"Regenerate: `hjprune pretrain {recipe_name}`."
+        )
+    body = [
+        f"# {name}",
+        "",
+        f"A small {family} encoder made by `hf_hjprune` as a start model for HJ-Pruning: it is larger than "
+        "the downstream command tasks need, and was pretrained on broad speech, not on those tasks.",
+        "",
+        f"- **Shape:** {config['num_hidden_layers']} Transformer layers of width {config['hidden_size']} "
+        f"({config['num_attention_heads']} heads, {config['intermediate_size']} FFN units), "
+        f"{len(config['conv_dim'])} conv layers of {config['conv_dim'][0]} channels with wav2vec2-base's kernels and strides",
+        f"- **Cost:** {_si(params['total'])} parameters, {_si(macs['total'])} MACs per second of audio, "
+        f"{macs['cnn'] / macs['total']:.0%} of them in the CNN",
+        "- **Data:** speech synthesised with eSpeak NG (`hf_hjprune.data.broad_speech`): 40 languages, about 80 "
+        "voice variants, speaking rates of 90–300 words per minute, frequent words of each language and nonsense "
+        "syllables — never the command templates, and not the voices held out for the command corpus's test split; "
+        "augmented with noise, reverberation, band-limiting, speed changes and mixed-in utterances.",
+        "",
+        "## How it was pretrained",
+        "",
+        *stages,
+        "",
+        "## Downstream",
+        "",
+        downstream or "Not measured yet.",
+        "",
+        "## How to use",
+        "",
+        f"In a recipe: `model: {name}`; in Python: `AutoModelForCTC.from_pretrained(path)` or "
+        "`AutoModelForAudioClassification.from_pretrained(path)` (a new head where the task needs one).",
+        "",
+        "## Limitations",
+        "",
+        "- Trained on synthetic speech only: it is a start model for experiments with pruning on this machine's "
+        "synthetic tasks, not a model of human speech.",
+        "- Small and briefly trained (CPU hours): far from the pretrained models of the paper.",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

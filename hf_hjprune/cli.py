@@ -15,9 +15,11 @@ import logging
 from .errors import HJPruneInputError
 
 SUBCOMMANDS: dict[str, str] = {
+    "pretrain": "hf_hjprune.pretrain",
     "train": "hf_hjprune.train",
     "demo": "hf_hjprune.demo",
     "bench": "hf_hjprune.bench",
+    "export": "hf_hjprune.export",
     "push": "hf_hjprune.hub",
     "zoo": "hf_hjprune.zoo",
 }

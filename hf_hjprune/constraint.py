@@ -22,11 +22,12 @@ class _ReverseGradient(torch.autograd.Function):
         return -grad
 
 
-def ramped_target(target: float, step: int, warmup_steps: int) -> float:
-    """The target at `step`: linear from 0 to `target` over `warmup_steps`, then constant."""
+def ramped_target(target: float, step: int, warmup_steps: int, start: float = 0.0) -> float:
+    """The target at `step`: linear from `start` (the reduction already reached) to `target` over
+    `warmup_steps`, then constant."""
     if warmup_steps <= 0:
         return target
-    return target * min(1.0, max(step, 0) / warmup_steps)
+    return start + (target - start) * min(1.0, max(step, 0) / warmup_steps)
 
 
 class LagrangianBudget(nn.Module):

@@ -53,6 +53,11 @@ class CostBreakdown:
         return values
 
 
+def _total(values: Sequence[Number] | torch.Tensor) -> Number:
+    """The sum of per-layer values: one op for a tensor, exact integers for ints."""
+    return values.sum() if isinstance(values, torch.Tensor) else sum(values)
+
+
 def _sequence_lengths(config: PretrainedConfig, num_samples: int) -> list[int]:
     """Output length of every conv layer for an input of `num_samples` samples."""
     lengths, length = [], num_samples
@@ -97,13 +102,13 @@ def macs_from_units(
     pos_frames = frames + 2 * (kernel // 2) - kernel + 1  # "same" padding, trimmed afterwards
     cost.positional_conv = pos_frames * d * (d // groups) * kernel
 
-    wavlm = family_of(config).name == "wavlm"
-    for h, f in zip(heads, ffn):
-        inner = h * head_dim
-        cost.attention = cost.attention + 4 * frames * d * inner + 2 * frames * frames * inner
-        if wavlm:  # gate of the relative position bias: a head_dim -> 8 projection per kept head
-            cost.attention = cost.attention + frames * h * head_dim * 8
-        cost.ffn = cost.ffn + 2 * frames * d * f
+    # Attention and FFN costs are linear in each layer's units with the same factor for every layer,
+    # so only the totals matter (one op on expected counts, instead of a graph per layer).
+    per_head = 4 * frames * d * head_dim + 2 * frames * frames * head_dim
+    if family_of(config).name == "wavlm":  # gate of the relative position bias: head_dim -> 8 per kept head
+        per_head += frames * head_dim * 8
+    cost.attention = per_head * _total(heads)
+    cost.ffn = 2 * frames * d * _total(ffn)
 
     if head == "ctc":
         cost.head = frames * d * config.vocab_size
@@ -143,14 +148,14 @@ def params_from_units(config: PretrainedConfig, units: Units, head: str = "base"
     if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
         cost.feature_projection += d
 
-    for i, (h, f) in enumerate(zip(heads, ffn)):
-        inner = h * head_dim
-        cost.attention = cost.attention + 4 * d * inner + 3 * inner + d + 2 * d  # q, k, v, out, layer norm
-        if family == "wavlm":
-            cost.attention = cost.attention + h + head_dim * 8 + 8
-            if i == 0:
-                cost.attention = cost.attention + config.num_buckets * config.num_attention_heads
-        cost.ffn = cost.ffn + 2 * d * f + f + d + 2 * d  # two linears, final layer norm
+    layers = len(heads)
+    # per kept head: q, k, v rows and biases, out_proj columns; per layer: out_proj bias, layer norm
+    cost.attention = (4 * d * head_dim + 3 * head_dim) * _total(heads) + 3 * d * layers
+    if family == "wavlm":  # per head: gru_rel_pos_const; per layer: gru_rel_pos_linear; layer 0: embedding
+        cost.attention = cost.attention + _total(heads) + (head_dim * 8 + 8) * layers
+        if layers:
+            cost.attention = cost.attention + config.num_buckets * config.num_attention_heads
+    cost.ffn = (2 * d + 1) * _total(ffn) + 3 * d * layers  # two linears with biases, final layer norm
 
     if head == "ctc":
         cost.head = d * config.vocab_size + config.vocab_size

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from .errors import HJPruneInputError
+from .gates import rounded_count
 from .structure import (
     GROUPS,
+    ROUNDED_GROUPS,
     family_of,
     head_of,
     match_sites,
@@ -20,12 +22,13 @@ from .structure import (
 )
 
 Keep = Mapping[str, Sequence[Sequence[int]]]
+Scores = Mapping[str, Sequence[Sequence[float] | torch.Tensor]]
 
 # A tensor under a gate parametrization (weight norm's `original0/1` are part of the model).
 _GATED_KEY = re.compile(r"\.parametrizations\.\w+\.original$")
 
 
-def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
+def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores | None = None) -> nn.Module:
     """Return the HJPruned model that keeps only the given units of `model`.
 
     Args:
@@ -36,6 +39,12 @@ def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
             "ffn": [...per Transformer layer...]}`. Indices refer to `model`'s current units;
             a missing group keeps all its units. Every conv layer must keep at least one channel;
             a Transformer layer may keep no heads or no FFN units.
+        round_to: keep a multiple of this many conv channels and FFN units per layer (fast kernel
+            shapes): each layer's count is rounded to the nearest multiple (at least one multiple for
+            a conv layer, the whole layer when rounding reaches its size) by dropping its lowest-scored
+            kept units or adding the highest-scored removed ones. Heads are not rounded.
+        scores: per group (`"conv"`, `"ffn"`) and layer, one importance score per unit for the
+            rounding; by default `weight_scores(model)`.
 
     The returned model computes what `model` computes with the other units removed, as defined in
     `hf_hjprune.models.modeling_hjpruned_common`: a removed unit's output is zero where it enters the
@@ -47,7 +56,51 @@ def prune_model(model: nn.Module, keep: Keep) -> nn.Module:
             "model has HJPruner gates attached: use pruner.export() for the pruned model, "
             "or pruner.detach() first to prune the un-gated weights"
         )
+    if round_to != 1:
+        counts = unit_counts(model.config)
+        keep = round_keep(_normalise_keep(keep, counts), counts, round_to, scores or weight_scores(model))
     return build_pruned(model, keep, state)
+
+
+def round_keep(
+    keep: Mapping[str, Sequence[Sequence[int]]],
+    counts: Mapping[str, Sequence[int]],
+    round_to: int,
+    scores: Scores,
+) -> dict[str, list[list[int]]]:
+    """`keep` (one list per layer of every group) with the conv and FFN counts rounded to multiples of
+    `round_to`: kept units rank first, then by decreasing score."""
+    result = {group: [list(kept) for kept in layers] for group, layers in keep.items()}
+    for group in ROUNDED_GROUPS:
+        for i, (kept, size) in enumerate(zip(keep[group], counts[group])):
+            target = rounded_count(len(kept), size, round_to, minimum=1 if group == "conv" else 0)
+            kept_set, layer_scores = set(kept), scores[group][i]
+            ranked = sorted(range(size), key=lambda unit: (unit not in kept_set, -float(layer_scores[unit])))
+            result[group][i] = sorted(ranked[:target])
+    return result
+
+
+@torch.no_grad()
+def weight_scores(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Per group and layer, the L2 norm of the weights that scale each unit's output (the tensors a
+    gate scales, `structure.UNIT_SITES` with `gated=True`): a magnitude score for `round_to`."""
+    counts = unit_counts(model.config)
+    squares = {group: [torch.zeros(n) for n in sizes] for group, sizes in counts.items()}
+    for name, tensor in model.state_dict().items():
+        relative = strip_base_prefix(name, model)
+        if relative is None:
+            continue
+        for found in match_sites(relative, len(counts["conv"])):
+            if not found.site.gated:
+                continue
+            other_dims = [d for d in range(tensor.dim()) if d != found.site.dim]
+            square = tensor.detach().float().pow(2)
+            if other_dims:
+                square = square.sum(dim=other_dims)
+            if found.site.per_head:
+                square = square.view(-1, model.config.hidden_size // model.config.num_attention_heads).sum(-1)
+            squares[found.site.group][found.layer] += square.cpu()
+    return {group: [layer.sqrt() for layer in layers] for group, layers in squares.items()}
 
 
 def build_pruned(model: nn.Module, keep: Keep, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -85,6 +85,7 @@ class ProgressReporter:
         self.logger = logger or logging.getLogger(__name__)
         self.terminal = is_terminal() if terminal is None else terminal
         self.start_step = self.step = initial
+        self.logged_step: int | None = None
         self.started = self.last_line = time.perf_counter()
         self.values: dict[str, str] = {}
         self.bar = tqdm(total=total, initial=initial, desc=desc) if enabled and self.terminal else None
@@ -101,8 +102,9 @@ class ProgressReporter:
                 self.bar.set_postfix(values, refresh=False)
         self.step = step
         now = time.perf_counter()
-        if self.bar is None and (now - self.last_line >= self.interval or step >= self.total):
-            self.last_line = now
+        due = now - self.last_line >= self.interval or step >= self.total
+        if self.bar is None and due and step != self.logged_step:  # one line per step at most
+            self.last_line, self.logged_step = now, step
             self.logger.info(self.line())
 
     def line(self) -> str:

@@ -27,32 +27,50 @@ from .materialize import build_pruned
 from .structure import (
     BLOCK_SITES,
     GROUPS,
+    ROUNDED_GROUPS,
     UNIT_SITES,
     family_of,
     head_of,
     match_sites,
+    original_unit_counts,
     strip_base_prefix,
     unit_counts,
 )
 
 VARIANTS = ("macs", "sep", "params", "transformer")
+
+
+def _in_budget(budget: str, group: str) -> bool:
+    """Whether a unit group's cost counts in a budget (HJ-Sep splits the CNN from the Transformer)."""
+    return {"cnn_macs": group == "conv", "transformer_macs": group != "conv"}.get(budget, True)
+
+
 BLOCKS = {"heads": "attention_blocks", "ffn": "ffn_blocks"}
 
 Target = float | Mapping[str, float]
 
 
 class _Scale(nn.Module):
-    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`."""
+    """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`; with
+    `unit_size > 1` one mask value scales `unit_size` consecutive entries along `dim` (a head)."""
 
-    def __init__(self, mask_fn, dim: int | None):
+    def __init__(self, mask_fn, dim: int | None, unit_size: int = 1):
         super().__init__()
         self.mask_fn = mask_fn
         self.dim = dim
+        self.unit_size = unit_size
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         mask = self.mask_fn().to(tensor.dtype)
         if self.dim is None:
             return tensor * mask
+        if (
+            self.unit_size > 1
+        ):  # (.., units * unit_size, ..) viewed as (.., units, unit_size, ..): no repeated mask
+            units = tensor.unflatten(self.dim, (-1, self.unit_size))
+            shape = [1] * units.dim()
+            shape[self.dim] = -1
+            return (units * mask.view(shape)).flatten(self.dim, self.dim + 1)
         shape = [1] * tensor.dim()
         shape[self.dim] = -1
         return tensor * mask.view(shape)
@@ -76,6 +94,15 @@ class HJPruner(nn.Module):
             (only heads and FFN units for `"transformer"`).
         prune_blocks: also gate whole attention and FFN blocks of each layer.
         init_log_alpha: initial gate logit (2.0 keeps ~98% of units in expectation).
+        target_reference: `"start"`: the target is relative to `model`; `"original"`: relative to the
+            unpruned model an HJPruned `model` was cut from (its config's `original_*` sizes), so that
+            pruning a pruned model further can aim at a total reduction.
+        lambda_clip: keep λ1 within ±this (anti-windup: while the gates lag the ramp, an unbounded λ1
+            accumulates and then drives the reduction past the target).
+        round_to: the deterministic mask (eval mode, `export()`) keeps a multiple of this many conv
+            channels and FFN units per layer (the expected count rounded to the nearest multiple, the
+            units with the largest gate logits; heads are whole heads anyway), so that the pruned GEMMs
+            and convs get fast kernel shapes. A layer keeps all its units when rounding reaches its size.
     """
 
     def __init__(
@@ -89,6 +116,9 @@ class HJPruner(nn.Module):
         prune_blocks: bool = False,
         init_log_alpha: float = 2.0,
         sampling_rate: int = 16000,
+        target_reference: str = "start",
+        lambda_clip: float | None = None,
+        round_to: int = 1,
     ):
         super().__init__()
         family_of(model)  # raises for an unsupported family
@@ -115,6 +145,9 @@ class HJPruner(nn.Module):
 
         self.model = model
         self.variant = variant
+        if int(round_to) < 1:
+            raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
+        self.round_to = int(round_to)
         self.units = tuple(units)
         self.warmup_steps = int(warmup_steps)
         self.num_samples = int(round(seconds * sampling_rate))
@@ -133,10 +166,29 @@ class HJPruner(nn.Module):
         self.gates = nn.ModuleDict(gates)
         self.budget = LagrangianBudget(list(self.targets))
 
+        if target_reference not in ("start", "original"):
+            raise HJPruneInputError(
+                f"target_reference must be 'start' or 'original', got {target_reference!r}"
+            )
+        self.target_reference = target_reference
+        self.lambda_clip = lambda_clip
+        reference = self.counts if target_reference == "start" else original_unit_counts(config)
         with torch.no_grad():
-            self._dense = self._costs(self.counts)
+            self._dense = self._costs(reference)
             floor = self._costs(self._min_units())
+            already = {
+                name: 1.0 - float(self._costs(self.counts)[name] / self._dense[name]) for name in self.targets
+            }
+        with torch.no_grad():  # the gates' initial expected reduction (a few % at init_log_alpha=2)
+            initial = {name: float(value) for name, value in self.expected_reduction().items()}
+        # The target ramps from where the gates start, so that λ1 does not first push against pruning.
+        self._start_reduction = {name: max(already[name], initial[name]) for name in self.targets}
         for name, target_value in self.targets.items():
+            if target_value <= already[name]:
+                raise HJPruneInputError(
+                    f"target {target_value:.3f} for the {name} budget is already reached: the start model is "
+                    f"{already[name]:.3f} below the original; aim higher to prune further"
+                )
             reachable = 1.0 - float(floor[name] / self._dense[name])
             if target_value >= reachable:
                 raise UnreachableTargetError(
@@ -190,9 +242,10 @@ class HJPruner(nn.Module):
             module_name, _, tensor_name = name.rpartition(".")
             for found in match_sites(relative, num_conv, UNIT_SITES + BLOCK_SITES):
                 if found.site.gated and found.site.group in self.gates:
-                    repeat = head_dim if found.site.per_head else 1
-                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer, repeat)
-                    self._register(modules[module_name], tensor_name, _Scale(mask_fn, found.site.dim))
+                    unit_size = head_dim if found.site.per_head else 1
+                    mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer)
+                    scale = _Scale(mask_fn, found.site.dim, unit_size)
+                    self._register(modules[module_name], tensor_name, scale)
         self._hook = self.model.register_forward_pre_hook(self._refresh_masks)
 
     def _register(self, module: nn.Module, tensor_name: str, scale: _Scale) -> None:
@@ -203,11 +256,10 @@ class HJPruner(nn.Module):
     def _refresh_masks(self, *_) -> None:
         self._masks = None
 
-    def _layer_mask(self, group: str, layer: int, repeat: int) -> torch.Tensor:
-        if self._masks is None:
+    def _layer_mask(self, group: str, layer: int) -> torch.Tensor:
+        if self._masks is None:  # sampled once per forward pass, shared by all the tensors of a unit
             self._masks = self.masks()
-        mask = self._masks[group][layer]
-        return mask.repeat_interleave(repeat) if repeat > 1 else mask
+        return self._masks[group][layer]
 
     # ----------------------------------------------------------------------------------------
     # public API
@@ -228,17 +280,22 @@ class HJPruner(nn.Module):
         """The model's own weights."""
         return self.model.parameters()
 
+    def _deterministic(self, name: str) -> torch.Tensor:
+        """The eval mask of one gate group, with conv channels and FFN units rounded to `round_to`."""
+        return self.gates[name].deterministic(self.round_to if name in ROUNDED_GROUPS else 1)
+
     def masks(self) -> dict[str, list[torch.Tensor]]:
         """Fresh masks per gate group and layer: sampled if the model is training, else deterministic."""
         sample = self.model.training
         return {
-            name: list((gate.sample() if sample else gate.deterministic()).split(gate.sizes))
+            name: list((gate.sample() if sample else self._deterministic(name)).split(gate.sizes))
             for name, gate in self.gates.items()
         }
 
-    def expected_units(self) -> dict[str, list[torch.Tensor | int]]:
-        """Expected kept units per group and layer (a block gate scales its layer's units)."""
-        units: dict[str, list] = {}
+    def expected_units(self) -> dict[str, torch.Tensor | list[int]]:
+        """Expected kept units per group, one per layer (a block gate scales its layer's units): a
+        tensor for a gated group, the unit counts for the others."""
+        units: dict[str, torch.Tensor | list[int]] = {}
         for group, sizes in self.counts.items():
             if group not in self.gates:
                 units[group] = list(sizes)
@@ -246,7 +303,7 @@ class HJPruner(nn.Module):
             expected = self.gates[group].expected_counts()
             if BLOCKS.get(group) in self.gates:
                 expected = expected * self.gates[BLOCKS[group]].probability_nonzero()
-            units[group] = list(expected.unbind())
+            units[group] = expected
         return units
 
     def _costs(self, units) -> dict[str, torch.Tensor | float]:
@@ -274,10 +331,16 @@ class HJPruner(nn.Module):
 
     def target_at(self, step: int) -> dict[str, float]:
         """`t` per budget at a training step (ramped over the warm-up)."""
-        return {name: ramped_target(value, step, self.warmup_steps) for name, value in self.targets.items()}
+        return {
+            name: ramped_target(value, step, self.warmup_steps, self._start_reduction[name])
+            for name, value in self.targets.items()
+        }
 
     def penalty(self, step: int) -> torch.Tensor:
         """The Lagrangian term `Σ λ1 (ŝ - t) + λ2 (ŝ - t)^2` to add to the task loss."""
+        if self.lambda_clip is not None:  # anti-windup: λ1 cannot accumulate while the gates lag
+            with torch.no_grad():
+                self.budget.lambdas[:, 0].clamp_(-self.lambda_clip, self.lambda_clip)
         reductions = self.expected_reduction()
         targets = self.target_at(step)
         device = self.budget.lambdas.device
@@ -304,7 +367,7 @@ class HJPruner(nn.Module):
     @torch.no_grad()
     def keep_indices(self) -> dict[str, list[list[int]]]:
         """The units the deterministic mask keeps, per group and layer."""
-        masks = {name: list(gate.deterministic().split(gate.sizes)) for name, gate in self.gates.items()}
+        masks = {name: list(self._deterministic(name).split(gate.sizes)) for name, gate in self.gates.items()}
         keep = {}
         for group, sizes in self.counts.items():
             if group not in masks:
@@ -316,13 +379,93 @@ class HJPruner(nn.Module):
             keep[group] = [mask.nonzero().flatten().tolist() for mask in layers]
         return keep
 
+    def _reduction_of(self, keep: Mapping[str, list[list[int]]]) -> dict[str, float]:
+        costs = self._costs({group: [len(layer) for layer in layers] for group, layers in keep.items()})
+        return {name: 1.0 - float(costs[name] / self._dense[name]) for name in self.targets}
+
     @torch.no_grad()
-    def export(self) -> nn.Module:
+    def match_target(self, tolerance: float = 0.01) -> dict[str, int]:
+        """Make the eval mask meet every budget's final target within `tolerance`.
+
+        A short run can end with its expected reduction off target (gates lag the ramp, or λ
+        overshoots). Units are then taken away, lowest gate logit first, or removed units are given
+        back, highest logit first, as long as their eval mask value is nonzero (a unit at 0 would cost
+        MACs and change nothing), until each budget is met. This sets the gates' per-layer kept counts,
+        so the gated eval model and `export()` agree exactly. Returns the units removed and added.
+        """
+        changed = {"removed": 0, "added": 0}
+        for budget, target in self.targets.items():
+            groups = [group for group in self.units if _in_budget(budget, group)]
+            for group in groups:
+                self.gates[group].kept_counts = self.gates[group].eval_counts(self._round_to(group))
+            for direction, step in (("removed", -1), ("added", 1)):
+                while True:
+                    reduction = self._reduction_of(self.keep_indices())[budget]
+                    if (reduction >= target - tolerance) if step < 0 else (reduction <= target + tolerance):
+                        break
+                    move = self._choose_move(
+                        self._boundary_moves(groups, direction), step, budget, target, tolerance
+                    )
+                    if move is None:
+                        break
+                    self.gates[move[0]].kept_counts[move[1]] += step * self._round_to(move[0])
+                    changed[direction] += self._round_to(move[0])
+        self._masks = None
+        return changed
+
+    def _choose_move(
+        self, moves: list[tuple[str, int]], step: int, budget: str, target: float, tolerance: float
+    ) -> tuple[str, int] | None:
+        """The best-ranked move that does not cross the far side of the tolerance band; else the best
+        one if it brings the reduction closer to the target; else None."""
+        current = self._reduction_of(self.keep_indices())[budget]
+        for move in moves:
+            after = self._reduction_after(move, step, budget)
+            if (after <= target + tolerance) if step < 0 else (after >= target - tolerance):
+                return move
+        if moves and abs(self._reduction_after(moves[0], step, budget) - target) < abs(current - target):
+            return moves[0]
+        return None
+
+    def _round_to(self, group: str) -> int:
+        return self.round_to if group in ROUNDED_GROUPS else 1
+
+    def _reduction_after(self, move: tuple[str, int], step: int, budget: str) -> float:
+        counts, step = self.gates[move[0]].kept_counts, step * self._round_to(move[0])
+        counts[move[1]] += step
+        reduction = self._reduction_of(self.keep_indices())[budget]
+        counts[move[1]] -= step
+        return reduction
+
+    def _boundary_moves(self, groups: list[str], direction: str) -> list[tuple[str, int]]:
+        """Layers that can lose their last kept unit, lowest logit first (`removed`), or regain their
+        first removed unit, highest logit first, if its eval value is nonzero (`added`)."""
+        moves = []
+        for group in groups:
+            gate = self.gates[group]
+            for layer, (logits, kept) in enumerate(zip(gate.log_alpha.split(gate.sizes), gate.kept_counts)):
+                ranked, step = logits.sort(descending=True).values, self._round_to(group)
+                if direction == "removed" and kept - step >= max(gate.min_kept, 0) and kept >= step:
+                    moves.append((float(ranked[kept - step : kept].mean()), group, layer))
+                elif direction == "added" and kept + step <= len(ranked):
+                    if float(gate.median_of(ranked[kept + step - 1])) > 0:  # every unit given back counts
+                        moves.append((-float(ranked[kept : kept + step].mean()), group, layer))
+        return [(group, layer) for _, group, layer in sorted(moves)]
+
+    @torch.no_grad()
+    def export(self, round_to: int | None = None) -> nn.Module:
         """The HJPruned model that reproduces the gated model in eval mode.
 
         The deterministic mask values are folded into the weights they scale and the removed units
-        are sliced away. The attached model is left as it is (still gated).
+        are sliced away. The attached model is left as it is (still gated). `round_to` overrides the
+        pruner's own for this export: the result then reproduces the gated model evaluated with it.
         """
+        if round_to is not None and round_to != self.round_to:
+            previous, self.round_to = self.round_to, int(round_to)
+            try:
+                return self.export()
+            finally:
+                self.round_to = previous
         was_training = self.model.training
         self.model.eval()
         self._masks = None

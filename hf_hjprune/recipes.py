@@ -21,12 +21,16 @@ from typing import Any
 import yaml
 
 from .errors import HJPruneInputError, did_you_mean, unknown_keys_message
+from .start_models import resolve_model
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 TASKS = ("asr", "slu")
 VARIANTS = ("none", "macs", "sep", "params", "transformer")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+INITS = ("pretrained", "random")
+TARGET_REFERENCES = ("start", "original")
+OOD_TESTS = ("flite",)
 TINY_PREFIX = "tiny:"
 TINY_FAMILIES = ("wav2vec2", "hubert", "wavlm")
 SEP_TARGET_KEYS = ("cnn", "transformer")
@@ -39,24 +43,47 @@ class Recipe:
     Attributes:
         task: `"asr"` (CTC on `text`) or `"slu"` (utterance classification of `intent`).
         model: A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned),
-            or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small randomly initialised model.
+            `pretrained:NAME` for a start model pretrained here and shipped with the package (e.g.
+            `pretrained:tiny-hubert-ssl`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
+            randomly initialised model.
         model_config: Config attributes to override (for `tiny:` models, their sizes). On a checkpoint,
             only settings that leave the shapes of its weights alone (dropout, masking, ...): a
             change of a body weight's shape is an error.
         new_vocabulary: Train a new task head over the training data's characters (ASR) or intents
             (SLU) instead of the start model's own vocabulary or labels, which are otherwise kept
             and must cover the training data.
+        init: `"pretrained"` (the start model's weights) or `"random"` (its architecture with new
+            weights: the from-scratch baseline of the same shape).
         data: A data source of `hf_hjprune.data.sources.load_source`.
         data_options: Keyword options of that source.
+        ood_test: `"flite"`: also evaluate the final model on the test split spoken by flite, a
+            synthesizer never trained on (the `"synthetic"` source only; skipped with a warning where
+            flite is not installed).
         cache_audio: Keep decoded audio in memory (small corpora only); otherwise decode on access.
         max_audio_seconds: Longer files are skipped (counted as `too_long` in `summary.json`).
         group_by_length: Batch utterances of similar lengths (shuffled groups of 50 batches).
         variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
         target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
         prune_blocks: Also gate whole attention and FFN blocks.
-        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up and the
-            pruning target ramps up from 0.
+        round_to: The pruned model keeps a multiple of this many conv channels and FFN units per
+            layer (8: fast GEMM and conv shapes; heads are not rounded), chosen by the gates.
+        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up (and the
+            pruning target ramps up, unless `target_warmup_ratio` is set).
         warmup_steps: The same in steps; overrides `warmup_ratio` when set.
+        target_warmup_ratio: Fraction of `max_steps` over which the pruning target ramps up from 0.
+        target_reference: What the target is relative to: `"start"` (the start model) or
+            `"original"` (the unpruned model an HJPruned start model was cut from, as recorded in its
+            config: continuing to prune to a higher total reduction).
+        target_tolerance: At the end of pruning, units are taken away (lowest gate logit first) or given
+            back until the reduction is within this of the target, so a run that ends off target still
+            lands on it (`None`: export the gates as they are).
+        final_finetune_steps: After pruning, train the fixed pruned structure for this many more
+            steps (its own warm-up and decay; 0: none).
+        final_finetune_learning_rate: Peak learning rate of the final fine-tune (default:
+            `learning_rate`).
+        distillation: Learn from a dense teacher too (`hf_hjprune.distill.DistillationConfig`:
+            `teacher`, `temperature`, `logits_weight`, `hidden_weight`, `hidden_layers`,
+            `task_weight`), while pruning and in the final fine-tune.
         seconds: Audio length for MACs counts (attention cost grows with its square).
         max_steps: Number of optimizer updates.
         batch_size: Utterances per batch and process.
@@ -67,6 +94,7 @@ class Recipe:
             `layer_weights`), which starts from scratch; default: `learning_rate`.
         gate_learning_rate: Constant learning rate of the gate logits.
         lambda_learning_rate: Constant learning rate (ascent) of the Lagrange multipliers.
+        lambda_clip: Keep λ1 within ±this (anti-windup against overshooting the target); None: unbounded.
         weight_decay: AdamW weight decay of the model weights.
         max_grad_norm: Gradient clipping of the model weights.
         eval_steps: Evaluate on validation every this many steps (0: only at the end).
@@ -83,16 +111,25 @@ class Recipe:
     model: str = "tiny:wav2vec2"
     model_config: dict[str, Any] = field(default_factory=dict)
     new_vocabulary: bool = False
+    init: str = "pretrained"
     data: str = "synthetic"
     data_options: dict[str, Any] = field(default_factory=dict)
+    ood_test: str | None = None
     cache_audio: bool = False
     max_audio_seconds: float = 60.0
     group_by_length: bool = True
     variant: str = "macs"
     target: float | dict[str, float] = 0.4
     prune_blocks: bool = False
+    round_to: int = 1
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None
+    target_warmup_ratio: float | None = None
+    target_reference: str = "start"
+    target_tolerance: float | None = 0.01
+    final_finetune_steps: int = 0
+    final_finetune_learning_rate: float | None = None
+    distillation: dict[str, Any] | None = None
     seconds: float = 1.0
     max_steps: int = 1000
     batch_size: int = 8
@@ -102,6 +139,7 @@ class Recipe:
     head_learning_rate: float | None = None
     gate_learning_rate: float = 2e-2
     lambda_learning_rate: float = 2e-2
+    lambda_clip: float | None = None
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     eval_steps: int = 0
@@ -114,10 +152,14 @@ class Recipe:
     output_dir: str = "outputs/run"
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        for name, choices in (("task", TASKS), ("variant", VARIANTS), ("mixed_precision", MIXED_PRECISION)):
+        validate_fields(self)
+        named_choices = (
+            ("task", TASKS),
+            ("variant", VARIANTS),
+            ("mixed_precision", MIXED_PRECISION),
+            ("init", INITS),
+        )
+        for name, choices in named_choices:
             value = getattr(self, name)
             if value not in choices:
                 raise HJPruneInputError(
@@ -127,7 +169,12 @@ class Recipe:
             raise HJPruneInputError(
                 f"model {self.model!r}: tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}"
             )
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps"):
+        resolve_model(self.model)  # an unknown `pretrained:` name fails here, listing the shipped ones
+        if self.ood_test is not None and (self.ood_test not in OOD_TESTS or self.data != "synthetic"):
+            raise HJPruneInputError(
+                f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
+            )
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"):
             if getattr(self, name) < 1:
                 raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"):
@@ -149,6 +196,24 @@ class Recipe:
             raise HJPruneInputError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.target_warmup_ratio is not None and not 0.0 <= self.target_warmup_ratio <= 1.0:
+            raise HJPruneInputError(f"target_warmup_ratio must be in [0, 1], got {self.target_warmup_ratio}")
+        if self.target_reference not in TARGET_REFERENCES:
+            raise HJPruneInputError(
+                f"target_reference must be one of {', '.join(TARGET_REFERENCES)}, got {self.target_reference!r}"
+            )
+        if self.final_finetune_steps < 0:
+            raise HJPruneInputError(
+                f"final_finetune_steps must not be negative, got {self.final_finetune_steps}"
+            )
+        if self.final_finetune_steps and self.variant == "none":
+            raise HJPruneInputError(
+                "final_finetune_steps is for pruning runs; with variant: none, raise max_steps"
+            )
+        if self.distillation is not None:
+            from .distill import DistillationConfig
+
+            DistillationConfig.from_dict(self.distillation)  # checks keys and values now
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
             raise HJPruneInputError(
                 f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
@@ -185,6 +250,14 @@ class Recipe:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return round(self.warmup_ratio * self.max_steps)
+
+    @property
+    def num_target_warmup_steps(self) -> int:
+        """Steps over which the pruning target ramps up: `target_warmup_ratio` of `max_steps`, or
+        the learning-rate warm-up when it is not set."""
+        if self.target_warmup_ratio is None:
+            return self.num_warmup_steps
+        return round(self.target_warmup_ratio * self.max_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -223,14 +296,23 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
         HJPruneInputError: Unknown recipe name (the message lists the shipped ones), invalid YAML,
             unknown key, or a value of the wrong type or out of range.
     """
+    values, source = read_recipe_values(name_or_path, overrides, RECIPES_DIR)
+    return Recipe.from_dict(values, source=source)
+
+
+def read_recipe_values(
+    name_or_path: str | os.PathLike, overrides: Sequence[str], directory: Path
+) -> tuple[dict[str, Any], str]:
+    """The mapping of a YAML file, or of the recipe `directory/{name}.yaml`, with `key=value`
+    overrides applied; and the file it came from."""
     path = Path(name_or_path)
     if not path.is_file():
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        path = directory / f"{name_or_path}.yaml"
         if not path.is_file():
-            name = os.fspath(name_or_path)
+            name, shipped = os.fspath(name_or_path), sorted(p.stem for p in directory.glob("*.yaml"))
             raise HJPruneInputError(
-                f"unknown recipe {name!r}{did_you_mean(name, available_recipes())}: not a YAML file, nor one "
-                f"of the shipped recipes: {', '.join(available_recipes())}"
+                f"unknown recipe {name!r}{did_you_mean(name, shipped)}: not a YAML file, nor one of the shipped "
+                f"recipes: {', '.join(shipped)}"
             )
     try:
         with open(path, encoding="utf-8") as f:
@@ -241,7 +323,14 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
         raise HJPruneInputError(f"{path} must hold a mapping of recipe fields")
     for override in overrides:
         apply_override(values, override)
-    return Recipe.from_dict(values, source=str(path))
+    return values, str(path)
+
+
+def validate_fields(recipe: Any) -> None:
+    """Check every field of a recipe dataclass against its type hint, converting ints to floats."""
+    hints = typing.get_type_hints(type(recipe))
+    for f in dataclasses.fields(recipe):
+        setattr(recipe, f.name, _coerce(f.name, getattr(recipe, f.name), hints[f.name]))
 
 
 def apply_override(values: dict[str, Any], override: str) -> None:
@@ -276,6 +365,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 continue
         if origin is dict and isinstance(value, dict):
             return dict(value)
+        if origin is list and isinstance(value, list):
+            (item_hint,) = typing.get_args(option) or (Any,)
+            return [value_ if item_hint is Any else _coerce(name, value_, item_hint) for value_ in value]
         if origin in (int, str, bool) and type(value) is origin:
             return value
     expected = " or ".join(getattr(option, "__name__", str(option)) for option in options)

@@ -46,6 +46,8 @@ from .models import (
 )
 
 GROUPS = ("conv", "heads", "ffn")
+ROUNDED_GROUPS = ("conv", "ffn")
+"""The groups whose kept counts `round_to` rounds to a multiple (heads are `head_dim` wide already)."""
 HEADS = ("base", "ctc", "classification")
 
 
@@ -224,6 +226,15 @@ def strip_base_prefix(name: str, model: nn.Module) -> str | None:
     if head_of(model) == "base":
         return name
     return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def original_unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
+    """Units per layer of each group in the unpruned model a config was cut from (itself if stock)."""
+    return {
+        "conv": list(getattr(config, "original_conv_dim", None) or config.conv_dim),
+        "heads": [config.num_attention_heads] * config.num_hidden_layers,
+        "ffn": [config.intermediate_size] * config.num_hidden_layers,
+    }
 
 
 def unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:

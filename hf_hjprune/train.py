@@ -63,6 +63,7 @@ from .atomic import (
     atomic_write_text,
     partial_directory,
     publish_directory,
+    read_jsonl,
     read_jsonl_lines,
 )
 from .cost import count_macs, count_params
@@ -77,12 +78,15 @@ from .data.collate import (
     prepare_split,
 )
 from .data.corpus import SPLITS
-from .data.sources import check_columns, check_options, load_source
+from .data.flite import flite_available
+from .data.sources import check_columns, check_options, load_flite_test, load_source
+from .distill import DistillationConfig, Distiller
 from .errors import HJPruneInputError, did_you_mean
 from .memory import peak_rss_mib
 from .progress import ProgressReporter, quiet_progress_bars
 from .pruner import HJPruner
 from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
+from .start_models import resolve_model
 from .structure import FAMILIES
 
 logger = get_logger(__name__)
@@ -201,11 +205,8 @@ def load_start_config(recipe: Recipe) -> PretrainedConfig:
         config = FAMILIES[recipe.model[len(TINY_PREFIX) :]].stock_config(**TINY_CONFIG)
     else:
         try:
-            config = AutoConfig.from_pretrained(recipe.model)
-        except (
-            OSError,
-            ValueError,
-        ) as err:  # not a checkpoint, not on the Hub, or offline (HF_HUB_OFFLINE=1)
+            config = AutoConfig.from_pretrained(resolve_model(recipe.model))
+        except (OSError, ValueError) as err:  # not a checkpoint, not on the Hub, or offline
             raise HJPruneInputError(f"cannot load the model {recipe.model!r}: {err}") from err
     known = config.to_dict()
     unknown = [key for key in recipe.model_config if key not in known and not hasattr(config, key)]
@@ -220,7 +221,7 @@ def _own_file(model: str, filename: str) -> str | None:
     if model.startswith(TINY_PREFIX):
         return None
     return cached_file(
-        model,
+        resolve_model(model),
         filename,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
@@ -260,7 +261,7 @@ def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokeniz
                 f"its {OUTPUT_LAYERS['ctc']} starts from scratch",
             )
         return build_tokenizer(transcripts)
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(recipe.model)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(resolve_model(recipe.model))
     missing = missing_characters(tokenizer, transcripts)
     if missing:
         listed = ", ".join(f"{char!r} ({n}x)" for char, n in missing.most_common(20))
@@ -284,7 +285,7 @@ def load_feature_extractor(recipe: Recipe) -> Wav2Vec2FeatureExtractor:
     """
     if _own_file(recipe.model, "preprocessor_config.json") is None:
         return build_feature_extractor()
-    feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(recipe.model)
+    feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(resolve_model(recipe.model))
     if feature_extractor.sampling_rate != SAMPLING_RATE or feature_extractor.feature_size != 1:
         raise HJPruneInputError(
             f"the feature extractor of {recipe.model} expects {feature_extractor.feature_size}-channel audio at "
@@ -354,8 +355,13 @@ def build_model(
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its loading table; the checks below say what matters
     try:
+        if recipe.init == "random":  # the start model's architecture with new weights
+            config = AutoConfig.from_pretrained(
+                resolve_model(recipe.model), **task_config, **recipe.model_config
+            )
+            return auto_class.from_config(config)
         model, info = auto_class.from_pretrained(
-            recipe.model,
+            resolve_model(recipe.model),
             ignore_mismatched_sizes=True,
             output_loading_info=True,
             **{**task_config, **recipe.model_config},
@@ -504,18 +510,61 @@ def build_dataloaders(
     )
 
 
+def build_ood_dataloader(
+    recipe: Recipe,
+    test_split: Any,
+    target_column: str,
+    encode: Callable[[Any], Any],
+    collator: SpeechCollator,
+) -> DataLoader | None:
+    """The out-of-domain test set of `recipe.ood_test` (flite), or None when there is none or flite is
+    not installed (a warning says so)."""
+    if recipe.ood_test is None:
+        return None
+    if not flite_available():
+        logger.warning(
+            "ood_test: flite is not installed (apt-get install flite); skipping it", main_process_only=True
+        )
+        return None
+    with PartialState().main_process_first():
+        ood = load_flite_test(test_split, **recipe.data_options)
+    prepared = prepare_split(ood, target_column, encode, "ood_test", keep_audio=recipe.cache_audio)
+    return DataLoader(prepared, batch_size=recipe.eval_batch_size or recipe.batch_size,
+                      sampler=_by_length(prepared.lengths), collate_fn=collator)  # fmt: skip
+
+
 def _by_length(lengths: list[int]) -> list[int]:
     """Evaluation order: by length, which changes no metric and pads least."""
     return sorted(range(len(lengths)), key=lengths.__getitem__)
 
 
+def task_loss(
+    trained: nn.Module,
+    batch: dict[str, torch.Tensor],
+    distiller: Distiller | None,
+    distill: nn.Module | None,
+    model: PreTrainedModel,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The task loss of a batch, and what to minimise: the task loss, or its mix with distillation
+    (`distill` is the distiller, possibly wrapped for several processes)."""
+    if distiller is None:
+        loss = trained(**batch).loss
+        return loss, loss
+    outputs = trained(**batch, output_hidden_states=distiller.needs_hidden_states)
+    weight = distiller.config.task_weight
+    return outputs.loss, weight * outputs.loss + distill(outputs, batch, model)
+
+
 def build_optimizer(
-    recipe: Recipe, model: nn.Module, pruner: HJPruner | None
+    recipe: Recipe, model: nn.Module, pruner: HJPruner | None, distiller: Distiller | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the model weights (warm-up and decay, weight decay), the gate logits and the
-    Lagrange multipliers (constant learning rates, no weight decay)."""
+    Lagrange multipliers (constant learning rates, no weight decay). A distiller's projections train
+    with the task head (they start from scratch too)."""
     head = [param for name, param in model.named_parameters() if name.split(".")[0] in HEAD_MODULES]
     body = [param for name, param in model.named_parameters() if name.split(".")[0] not in HEAD_MODULES]
+    if distiller is not None:
+        head += list(distiller.parameters())
     groups = [{"params": body, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay}]
     if head:
         head_lr = recipe.head_learning_rate or recipe.learning_rate
@@ -672,16 +721,12 @@ def _display_values(metrics: dict[str, float]) -> dict[str, str]:
     """The numbers of a training log record that the progress line shows: loss, expected reduction
     against the target and λ1/λ2 per budget."""
     values = {"loss": f"{metrics['train/loss']:.3f}"}
-    budgets = [
-        key[len("pruning/") : -len("/expected_reduction")]
-        for key in metrics
-        if key.endswith("/expected_reduction")
-    ]
+    suffix = "/expected_reduction"
+    budgets = [key[len("pruning/") : -len(suffix)] for key in metrics if key.endswith(suffix)]
     for name in budgets:
         prefix = f"pruning/{name}/"
-        values[f"{name} reduction"] = (
-            f"{metrics[prefix + 'expected_reduction']:.3f} (target {metrics[prefix + 'target']:.3f})"
-        )
+        reduction, target = metrics[prefix + "expected_reduction"], metrics[prefix + "target"]
+        values[f"{name} reduction"] = f"{reduction:.3f} (target {target:.3f})"
         values[f"λ {name}"] = f"{metrics[prefix + 'lambda1']:.3g}/{metrics[prefix + 'lambda2']:.3g}"
     return values
 
@@ -709,6 +754,8 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     Raises:
         TrainingStopped: A SIGTERM arrived; a checkpoint of the last finished step was saved.
     """
+    if recipe.final_finetune_steps:
+        return train_with_final_finetune(recipe, resume)
     output_dir = Path(recipe.output_dir)
     checkpoint = _start(output_dir, resume)
     quiet_progress_bars()
@@ -759,9 +806,12 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             model,
             variant=recipe.variant,
             target=recipe.target,
-            warmup_steps=recipe.num_warmup_steps,
+            warmup_steps=recipe.num_target_warmup_steps,
+            target_reference=recipe.target_reference,
+            lambda_clip=recipe.lambda_clip,
             seconds=recipe.seconds,
             prune_blocks=recipe.prune_blocks,
+            round_to=recipe.round_to,
         )
 
     # 3. Decode and check every audio file once, then the dataloaders, optimizer and schedule.
@@ -778,7 +828,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     }
     collator = SpeechCollator(feature_extractor)
     train_dataloader, validation_dataloader, test_dataloader = build_dataloaders(recipe, splits, collator)
-    optimizer, scheduler = build_optimizer(recipe, model, pruner)
+    ood_dataloader = build_ood_dataloader(recipe, dataset["test"], target_column, encode, collator)
+    distiller = None
+    if recipe.distillation is not None:
+        distiller = Distiller(DistillationConfig.from_dict(recipe.distillation), model, recipe.task)
+    optimizer, scheduler = build_optimizer(recipe, model, pruner, distiller)
 
     trained = pruner if pruner is not None else model
     trained, optimizer, train_dataloader, validation_dataloader, test_dataloader, scheduler = (
@@ -786,6 +840,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             trained, optimizer, train_dataloader, validation_dataloader, test_dataloader, scheduler
         )
     )
+    if ood_dataloader is not None:
+        ood_dataloader = accelerator.prepare(ood_dataloader)
+    distill = distiller
+    if distiller is not None and distiller.needs_hidden_states:  # learned projections: synchronised
+        distill = accelerator.prepare(distiller)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
 
@@ -819,9 +878,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
             for batch in batches:
                 with accelerator.accumulate(trained):
-                    loss = trained(**batch).loss
+                    loss, objective = task_loss(trained, batch, distiller, distill, model)
                     penalty = pruner.penalty(progress.step) if pruner is not None else torch.zeros_like(loss)
-                    accelerator.backward(loss + penalty)
+                    accelerator.backward(objective + penalty)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model_parameters, recipe.max_grad_norm)
                     optimizer.step()
@@ -869,6 +928,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
 
     # 6. Export, evaluate and write the model and the summary, each complete or not at all.
     accelerator.wait_for_everyone()
+    adjusted = (
+        pruner.match_target(recipe.target_tolerance)
+        if pruner is not None and recipe.target_tolerance is not None
+        else None
+    )
     final = pruner.export() if pruner is not None else model
     metrics_after = evaluate(final, test_dataloader, accelerator, tokenizer)
     logger.info(f"Test metrics after training: {metrics_after}", main_process_only=True)
@@ -897,8 +961,19 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         "skipped_files": {split: splits[split].skipped_counts for split in SPLITS},
         "converted_files": {split: splits[split].converted_counts for split in SPLITS},
     }
+    if recipe.ood_test is not None:
+        summary["ood_test"] = {"source": recipe.ood_test}
+        if ood_dataloader is None:
+            summary["ood_test"]["skipped"] = "flite is not installed"
+        else:
+            summary["ood_test"]["metrics"] = evaluate(final, ood_dataloader, accelerator, tokenizer)
+            logger.info(f"Out-of-domain ({recipe.ood_test}) test metrics: {summary['ood_test']['metrics']}",
+                        main_process_only=True)  # fmt: skip
     if pruner is not None:
         summary["pruning"] = pruner.stats(progress.step)
+        if adjusted is not None:
+            summary["pruning"] |= {"units_removed_to_meet_target": adjusted["removed"],
+                                   "units_added_to_meet_target": adjusted["added"]}  # fmt: skip
         test_items = [splits["test"][i] for i in range(min(len(splits["test"]), recipe.batch_size))]
         batch = {name: value.to(accelerator.device) for name, value in collator(test_items).items()}
         summary["export_max_abs_difference"] = export_difference(model, final, batch)
@@ -910,6 +985,77 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def train_with_final_finetune(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
+    """Prune (into `output_dir/prune`), then fine-tune the fixed pruned structure for
+    `final_finetune_steps` (into `output_dir/finetune`); the final model and the combined summary go
+    where any run puts them (`output_dir/model`, `output_dir/summary.json`). With `resume`, a finished
+    phase is kept and an interrupted one continues from its checkpoints."""
+    output_dir = Path(recipe.output_dir)
+    prune = dataclasses.replace(recipe, final_finetune_steps=0, output_dir=str(output_dir / "prune"))
+    pruned = _phase(prune, resume)
+    finetune = dataclasses.replace(
+        prune,
+        model=str(output_dir / "prune" / "model"),
+        model_config={},  # the pruned checkpoint's config already has the recipe's overrides
+        init="pretrained",
+        new_vocabulary=False,  # the pruned model's head is over the new vocabulary already
+        variant="none",
+        max_steps=recipe.final_finetune_steps,
+        warmup_steps=None,
+        learning_rate=recipe.final_finetune_learning_rate or recipe.learning_rate,
+        head_learning_rate=None,  # the head is trained by now
+        output_dir=str(output_dir / "finetune"),
+    )
+    tuned = _phase(finetune, resume)
+    summary = {
+        **pruned,
+        "recipe": recipe.to_dict(),
+        "steps": pruned["steps"] + tuned["steps"],
+        "train_seconds": pruned["train_seconds"] + tuned["train_seconds"],
+        "params": {"before": pruned["params"]["before"], "after": tuned["params"]["after"]},
+        "macs": {**pruned["macs"], "after": tuned["macs"]["after"]},
+        "metrics": {
+            **pruned["metrics"],
+            "after": tuned["metrics"]["after"],
+            "after_pruning": pruned["metrics"]["after"],
+        },
+        "final_finetune": {
+            "steps": tuned["steps"],
+            "train_seconds": tuned["train_seconds"],
+            "learning_rate": finetune.learning_rate,
+        },  # fmt: skip
+    }
+    if "ood_test" in tuned:
+        summary["ood_test"] = {
+            **tuned["ood_test"],
+            "after_pruning": pruned.get("ood_test", {}).get("metrics"),
+        }
+    if PartialState().is_main_process:
+        partial = partial_directory(output_dir / "model")
+        shutil.copytree(output_dir / "finetune" / "model", partial, dirs_exist_ok=True)
+        publish_directory(partial, output_dir / "model")
+        lines = _read_records(output_dir / "prune" / "metrics.jsonl")
+        lines += [{**line, "step": line["step"] + pruned["steps"]}
+                  for line in _read_records(output_dir / "finetune" / "metrics.jsonl")]  # fmt: skip
+        atomic_write_text(output_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+        atomic_write_json(output_dir / "summary.json", summary)
+    PartialState().wait_for_everyone()
+    return summary
+
+
+def _phase(recipe: Recipe, resume: bool) -> dict[str, Any]:
+    """Run one phase of a chained run; with `resume`, a finished phase (its `summary.json`, written
+    last and atomically) is reused as it is."""
+    summary_path = Path(recipe.output_dir) / "summary.json"
+    if resume and summary_path.is_file():
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    return train(recipe, resume=resume and bool(checkpoints(Path(recipe.output_dir))))
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:

@@ -81,6 +81,16 @@ def random_keep(config, generator: torch.Generator, allow_empty: bool = True) ->
     return keep
 
 
+def padded_audio(batch_size: int = 2, samples: int = 3200, last_length: int = 2400, seed: int = 0):
+    """Random audio whose last item is padded (zeros, mask 0) after `last_length` samples."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(batch_size, samples, generator=generator)
+    attention_mask = torch.ones(batch_size, samples, dtype=torch.long)
+    attention_mask[-1, last_length:] = 0
+    values[-1, last_length:] = 0.0
+    return values, attention_mask
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for the test (results that depend on the reduction order), then the previous count."""
@@ -102,9 +112,4 @@ def _thread_count_restored():
 
 @pytest.fixture
 def audio_batch():
-    generator = torch.Generator().manual_seed(0)
-    values = torch.randn(2, 3200, generator=generator)
-    attention_mask = torch.ones(2, 3200, dtype=torch.long)
-    attention_mask[1, 2400:] = 0
-    values[1, 2400:] = 0.0
-    return values, attention_mask
+    return padded_audio()

@@ -127,6 +127,10 @@ def test_training_overhead_reports_both_steps(tiny_pair):
         result["gated_step"]["cpu_median_ms"] / result["dense_step"]["cpu_median_ms"]
     )
     assert result["variant"] == "macs" and result["target"] == 0.4
+    assert result["dense_step"]["peak_memory_mib"] > 0 and result["gated_step"]["peak_memory_mib"] > 0
+    assert result["memory_ratio"] == pytest.approx(
+        result["gated_step"]["peak_memory_mib"] / result["dense_step"]["peak_memory_mib"]
+    )
     # The model itself is neither trained nor gated.
     assert all(torch.equal(before[name], p) for name, p in dense.named_parameters())
     assert not any(name.endswith(".original") for name, _ in dense.named_parameters())
@@ -160,6 +164,25 @@ def test_cli_on_two_saved_models(tmp_path, tiny_pair, capsys):
     )
     assert out_md.read_text() == bench_markdown(result)
     assert "speedup" in capsys.readouterr().out
+
+
+def test_cli_times_the_onnx_exports(tmp_path, tiny_pair):
+    dense, pruned = tiny_pair
+    dense.save_pretrained(tmp_path / "dense")
+    pruned.save_pretrained(tmp_path / "pruned")
+    out_json = tmp_path / "bench.json"
+    models = [str(tmp_path / "dense"), str(tmp_path / "pruned")]
+    assert run(_parse([*models, "--onnx", *FAST_ARGS, "--output-json", str(out_json)])) == 0
+    result = json.loads(out_json.read_text())
+    runtimes = [pair["runtime"] for pair in result["pairs"]]
+    assert runtimes == ["PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    for pair in result["pairs"][1:]:
+        entry = result["models"][pair["pruned"]]
+        assert entry["runtime"] == pair["runtime"] and entry["class"] == "OnnxRuntimeModel"
+        assert entry["macs_per_second"] == result["models"][str(tmp_path / "pruned")]["macs_per_second"]
+        assert entry["latency"][0]["peak_memory_mib"] is None  # ONNX Runtime allocates outside PyTorch
+        assert pair["results"][0]["speedup"] > 0
+    assert "(ONNX Runtime int8):" in bench_markdown(result)
 
 
 def test_cli_on_a_run_folder(tmp_path):
@@ -231,3 +254,24 @@ def test_structure_for_reduction_rejects_bad_targets():
         structure_for_reduction(tiny_config(), 1.0)
     with pytest.raises(ValueError, match="out of reach"):
         structure_for_reduction(tiny_config(), 0.999)
+
+
+def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
+    """The deployment experiment of the speed table, on a tiny shape: every runtime column is filled."""
+    from hf_hjprune.benchmarks import speed_table
+
+    def tiny(**overrides):
+        return tiny_config("wav2vec2", conv_dim=(32, 24, 24), intermediate_size=64, **overrides)
+
+    monkeypatch.setattr(speed_table, "TABLE_MODELS", {"tiny": (tiny, Wav2Vec2ForCTC)})
+    monkeypatch.setattr(speed_table, "REDUCTIONS", (0.3, 0.5))
+    plan = speed_table.Plan((), (), (), (), (1, 1.0, 1), 1, 0, (1,), deployment=((1, 0.5, 1),))
+    result = speed_table.run_table(plan, threads=1, log=lambda _: None, experiments=("deployment",))
+    rows = speed_table._deployment_rows(result["families"]["tiny"])
+    assert [row["structure"] for row in rows] == ["dense", "-30% (x8)", "-50% (x8)"]
+    for row in rows:
+        assert all(speedup > 0 for speedup in row["speedups"].values())
+    assert rows[0]["speedups"]["PyTorch fp32"] == 1.0 and rows[2]["macs_ratio"] > rows[1]["macs_ratio"] > 1
+    markdown = speed_table.table_markdown(json.loads(json.dumps(result)), "cmd")
+    assert "### Deployment" in markdown and "| tiny | 1 | 1 | 0.5 | -50% (x8) |" in markdown
+    assert "**Deployment, tiny -50% (x8).**" in markdown and "### Speedup against" not in markdown

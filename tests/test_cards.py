@@ -11,7 +11,7 @@ import yaml
 from conftest import tiny_config
 from huggingface_hub import ModelCard
 
-from hf_hjprune.bench import bench_markdown, benchmark_pair
+from hf_hjprune.bench import bench_markdown, benchmark_models, benchmark_pair, onnx_models
 from hf_hjprune.cards import make_model_card, plot_structure, read_run, structure_table
 from hf_hjprune.cost import count_macs, count_params
 from hf_hjprune.materialize import prune_model
@@ -202,6 +202,20 @@ def test_card_with_bench_result(asr_run):
     )
     assert bench_markdown(bench).rstrip("\n") in text
     assert make_model_card(run_dir, bench=bench).text == text  # passed explicitly: the same
+
+
+def test_card_with_onnx_runtime_rows(asr_run, tmp_path):
+    run_dir, dense, pruned = asr_run
+    models = {"dense": dense, "pruned": pruned, **onnx_models(pruned, tmp_path, threads=1)}
+    pairs = [("dense", name) for name in models if name != "dense"]
+    bench = benchmark_models(models, pairs, seconds=[0.5], batch_sizes=[1], repeats=1, warmup=0, memory=False)
+    text = make_model_card(run_dir, bench=json.loads(json.dumps(bench))).text
+    int8 = bench["pairs"][2]["results"][0]
+    assert (
+        f"| Latency, this model in ONNX Runtime int8 (cpu, batch 1, 0.5 s audio) | {int8['dense_median_ms']:.1f} ms | "
+        f"{int8['pruned_median_ms']:.1f} ms | speed-up {int8['speedup']:.2f}×" in text
+    )
+    assert "| Latency (cpu, batch 1, 0.5 s audio) |" in text and "`hjprune export`" in text
 
 
 def test_not_a_run_folder(tmp_path):

@@ -9,28 +9,36 @@ from hf_hjprune.benchmarks import paper_comparison as pc
 
 def test_plan_covers_every_variant_target_and_seed():
     runs = pc.plan(seeds=(0, 1))
-    assert len(runs) == 2 * 2 * (1 + len(pc.VARIANTS) * len(pc.TARGETS))
+    assert len(runs) == 2 * 2 * (
+        1 + len(pc.VARIANTS) * len(pc.TARGETS) + len(pc.LEVERS) * len(pc.LEVER_TARGETS)
+    )
     assert len({run.name for run in runs}) == len(runs)
     assert pc.Run("asr", "sep", 0.4, 1).name == "asr_sep_40_seed1"
     assert pc.Run("slu", "none", None, 0).name == "slu_none_seed0"
+    assert pc.Run("asr", "macs", 0.4, 2, "distill").name == "asr_macs_40_distill_seed2"
+    assert pc.Run("asr", "macs", 0.4, 2, "distill").label == "HJ-MAC + distillation"
     with pytest.raises(ValueError, match="targets must lie in"):
         pc.plan(targets=(0.4, 1.2))
     with pytest.raises(ValueError, match="unknown task"):
         pc.plan(tasks=("tts",))
 
 
-def _row(task, variant, target, seed, value, macs=0.0):
+def _row(task, variant, target, seed, value, macs=0.0, lever=None):
     return {
         "task": task,
         "variant": variant,
         "target": target,
+        "lever": lever,
         "seed": seed,
         "metric": pc.METRICS[task][0],
         "value": value,
+        "ood_value": None,
         "macs_reduction": macs,
         "cnn_macs_reduction": macs / 2,
         "transformer_macs_reduction": macs,
         "params_reduction": macs,
+        "cnn_share_of_removed": 0.25 if macs else None,
+        "target_error": None if target is None else macs - target,
     }
 
 
@@ -42,12 +50,14 @@ def test_aggregate_and_observations_follow_the_numbers():
         _row("asr", "macs", 0.4, 1, 0.30, 0.39),
         _row("asr", "transformer", 0.4, 0, 0.40, 0.40),
         _row("asr", "transformer", 0.4, 1, 0.44, 0.40),
+        _row("asr", "macs", 0.4, 0, 0.27, 0.40, "finetune"),
+        _row("asr", "macs", 0.4, 1, 0.26, 0.45, "finetune"),
         _row("slu", "none", None, 0, 0.90),
         _row("slu", "macs", 0.4, 0, 0.70, 0.4),
         _row("slu", "transformer", 0.4, 0, 0.80, 0.4),
     ]
     aggregated = pc.aggregate(rows)
-    assert len(aggregated) == 6
+    assert len(aggregated) == 7
     dense_asr = aggregated[0]
     assert dense_asr["seeds"] == [0, 1] and dense_asr["value"] == pytest.approx(0.32)
     assert dense_asr["value_std"] == pytest.approx(0.0283, abs=1e-4)
@@ -57,7 +67,11 @@ def test_aggregate_and_observations_follow_the_numbers():
     assert asr[0].startswith(
         "At the −40% MACs target the best WER is HJ-MAC's (29.0% ± 1.4%, 40% fewer MACs reached), better than dense"
     )
-    assert "HJ-MAC beats Transformer-only" in asr[1]
+    assert (
+        "HJ-MAC beats Transformer-only" in asr[1]
+        and "25% of the MACs HJ-MAC removed were the CNN's" in asr[1]
+    )
+    assert "the best HJ-MAC lever is HJ-MAC + final fine-tune (26.5% ± 0.7%" in asr[2]
     slu = pc.observations(aggregated, "slu")  # higher accuracy is better
     assert (
         "best intent accuracy is Transformer-only's (80.0%, 40% fewer MACs reached), worse than dense (90.0%)"
@@ -66,8 +80,10 @@ def test_aggregate_and_observations_follow_the_numbers():
     assert "HJ-MAC does not beat Transformer-only" in slu[1]
 
     markdown = pc.results_markdown({"aggregated": aggregated})
-    assert "| HJ-MAC | −40% | 29.0% ± 1.4% | −40.0% |" in markdown
-    assert "**intent accuracy** on the test split (seed 0):" in markdown
+    assert "| HJ-MAC | −40% | 29.0% ± 1.4% | – | −40.0% |" in markdown
+    assert "| HJ-MAC + final fine-tune | −40% | 26.5% ± 0.7% | – | −42.5%² |" in markdown
+    assert "² HJ-MAC + final fine-tune at −40%: a seed missed the target by +5.0%" in markdown
+    assert "**intent accuracy** on the test split (seed 0); out of domain" in markdown
 
 
 def test_update_readme_replaces_only_the_marked_table(tmp_path):
@@ -91,12 +107,18 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert names == [
         f"{task}_{variant}_seed0"
         for task in ("asr", "slu")
-        for variant in ("none", "macs_10", "macs_40", "transformer_10", "transformer_40")
-    ]
+        for variant in ("none", "macs_10", "macs_40", "transformer_10", "transformer_40", "macs_40_finetune",
+                        "macs_40_distill")
+    ]  # fmt: skip
     by_name = {row["run"]: row for row in result["runs"]}
     assert by_name["asr_none_seed0"]["macs_reduction"] == 0.0
     assert by_name["asr_transformer_10_seed0"]["cnn_macs_reduction"] == 0.0
     assert by_name["asr_macs_40_seed0"]["macs_reduction"] > 0.0
+    assert abs(by_name["asr_macs_40_seed0"]["target_error"]) <= 0.02  # the export lands on the target
+    finetuned = json.loads((runs_dir / "asr_macs_40_finetune_seed0" / "summary.json").read_text())
+    assert finetuned["final_finetune"]["steps"] == 3
+    distilled = json.loads((runs_dir / "asr_macs_40_distill_seed0" / "summary.json").read_text())
+    assert distilled["recipe"]["distillation"]["teacher"] == str(runs_dir / "asr_none_seed0" / "model")
     # The tiny model's Transformer holds too few MACs for -40% without the CNN: reported, not fatal.
     assert "is not reachable" in by_name["slu_transformer_40_seed0"]["error"]
     assert result["command"].startswith(pc.COMMAND + " --quick")

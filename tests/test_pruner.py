@@ -1,5 +1,6 @@
 """Hard concrete gates, the Lagrangian budget and `HJPruner` (attach, gradients, export)."""
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,8 @@ from conftest import tiny_config
 
 from hf_hjprune.constraint import LagrangianBudget, ramped_target
 from hf_hjprune.cost import count_macs, macs_from_units
-from hf_hjprune.gates import HardConcreteGate
+from hf_hjprune.gates import HardConcreteGate, rounded_count
+from hf_hjprune.materialize import prune_model, round_keep, weight_scores
 from hf_hjprune.pruner import HJPruner
 from hf_hjprune.structure import FAMILIES, unit_counts
 
@@ -245,10 +247,101 @@ def test_gates_attach_to_a_pruned_model(family, audio_batch):
     model = prune_model(tiny_model(family, norm="layer"), random_keep(tiny_config(family), torch.Generator()))
     pruner = HJPruner(model, variant="macs", target=0.2, prune_blocks=True)
     randomise_gates(pruner, seed=5)
+    exported = assert_export_reproduces_gated_eval(pruner, audio_batch)
+    assert count_macs(exported).total <= count_macs(model).total
+
+
+# --- round_to: multiples of 8 -----------------------------------------------------------------------------
+
+WIDE = dict(conv_dim=(40, 36, 28), intermediate_size=60)  # sizes that are not all multiples of 8
+
+
+def assert_export_reproduces_gated_eval(pruner, audio_batch):
+    """The pruner's export computes what the gated model computes in eval mode; returns the export."""
     pruner.eval()
     with torch.no_grad():
         gated = pruner(*audio_batch).logits
     exported = pruner.export()
     with torch.no_grad():
         torch.testing.assert_close(exported(*audio_batch).logits, gated, atol=1e-4, rtol=1e-4)
-    assert count_macs(exported).total <= count_macs(model).total
+    return exported
+
+
+def test_rounded_count():
+    assert [rounded_count(x, 60, 8) for x in (0.0, 3.9, 4.1, 11.9, 12.1, 57.0, 60.0)] == [
+        0,
+        0,
+        8,
+        8,
+        16,
+        56,
+        60,
+    ]
+    assert rounded_count(0.2, 40, 8, minimum=1) == 8  # at least one multiple
+    assert rounded_count(0.2, 5, 8, minimum=1) == 5  # never more than the layer
+    assert rounded_count(2.5, 10) == round(2.5)  # round_to=1: the unrounded rule
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_round_to_keeps_multiples_of_8_and_exports_exactly(family, norm, audio_batch):
+    torch.manual_seed(0)
+    model = FAMILIES[family].stock_models["ctc"](tiny_config(family, norm, **WIDE))
+    pruner = HJPruner(model, variant="macs", target=0.4, round_to=8)
+    randomise_gates(pruner)
+    exported = assert_export_reproduces_gated_eval(pruner, audio_batch)
+
+    config, original = exported.config, unit_counts(model.config)
+    for kept, size in zip(
+        config.conv_dim + config.intermediate_size_per_layer, original["conv"] + original["ffn"]
+    ):
+        assert kept % 8 == 0 or kept == size
+    keep = pruner.keep_indices()
+    for group in ("conv", "ffn"):  # the kept units are those with the largest gate logits
+        for logits, kept in zip(
+            pruner.gates[group].log_alpha.detach().split(pruner.gates[group].sizes), keep[group]
+        ):
+            removed = sorted(set(range(len(logits))) - set(kept))
+            if kept and removed:
+                assert logits[kept].min() >= logits[removed].max()
+    # Heads are not rounded; rounding changes the counts by less than one multiple.
+    pruner.round_to = 1
+    plain = pruner.keep_indices()
+    assert plain["heads"] == keep["heads"]
+    for group in ("conv", "ffn"):
+        assert all(abs(len(a) - len(b)) <= 4 or len(a) == 0 for a, b in zip(keep[group], plain[group]))
+
+
+def test_export_round_to_overrides_the_pruner(audio_batch):
+    torch.manual_seed(0)
+    model = FAMILIES["wav2vec2"].stock_models["ctc"](tiny_config("wav2vec2", **WIDE))
+    pruner = HJPruner(model, target=0.4)
+    randomise_gates(pruner)
+    rounded = pruner.export(round_to=8)
+    assert pruner.round_to == 1
+    assert all(c % 8 == 0 or c == s for c, s in zip(rounded.config.conv_dim, WIDE["conv_dim"]))
+    assert pruner.export().config.conv_dim != rounded.config.conv_dim
+
+
+def test_prune_model_round_to(audio_batch):
+    from test_models import remove_units
+
+    torch.manual_seed(0)
+    model = FAMILIES["wav2vec2"].stock_models["ctc"](tiny_config("wav2vec2", **WIDE)).eval()
+    keep = {
+        "conv": [list(range(13)), list(range(0, 36, 2)), [1, 2, 3]],
+        "ffn": [list(range(20)), [], list(range(59))],
+    }
+    pruned = prune_model(model, keep, round_to=8)
+    assert pruned.config.conv_dim == [16, 16, 8]
+    assert pruned.config.intermediate_size_per_layer == [16, 0, 56]
+    # Exact: the pruned model computes the dense model with every other unit removed.
+    rounded = round_keep(
+        {**keep, "heads": [list(range(4))] * 3}, unit_counts(model.config), 8, weight_scores(model)
+    )
+    assert set(keep["conv"][2]) <= set(rounded["conv"][2]) and set(rounded["ffn"][0]) <= set(keep["ffn"][0])
+    reference = remove_units(copy.deepcopy(model), rounded)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            pruned(*audio_batch).logits, reference(*audio_batch).logits, atol=1e-5, rtol=1e-4
+        )

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from hf_hjprune import HJPruner, cli
+from hf_hjprune import train as train_module
 from hf_hjprune.data.collate import (
     SpeechCollator,
     build_feature_extractor,
@@ -29,6 +30,7 @@ from hf_hjprune.data.collate import (
     prepare_split,
 )
 from hf_hjprune.data.corpus import build_corpus
+from hf_hjprune.data.flite import FLITE_VOICES, flite_available
 from hf_hjprune.data.sources import load_source
 from hf_hjprune.recipes import available_recipes, load_recipe
 from hf_hjprune.train import HEAD_MODULES, build_model, build_optimizer, train
@@ -412,3 +414,20 @@ def test_accelerate_launch_two_processes(tmp_path, cache_dir):
     assert summary["num_processes"] == 2 and summary["steps"] == 3
     assert summary["metrics"]["after"]["num_utterances"] == SIZES["num_test"]
     AutoModelForCTC.from_pretrained(output_dir / "model")
+
+
+@pytest.mark.skipif(not flite_available(), reason="flite is not installed (apt-get install flite)")
+def test_out_of_domain_test_set_spoken_by_flite(tmp_path, cache_dir):
+    summary = run("tiny_asr", cache_dir, tmp_path / "run", "variant=none", "ood_test=flite")
+    assert summary["ood_test"]["source"] == "flite"
+    assert summary["ood_test"]["metrics"]["num_utterances"] == SIZES["num_test"]
+    rows = [json.loads(line) for line in next(cache_dir.glob("*-flite")).joinpath("test.jsonl").open()]
+    assert {row["speaker"] for row in rows} <= {f"flite-{voice}" for voice in FLITE_VOICES}
+    test_texts = sorted(load_source("synthetic", cache_dir=cache_dir, **SIZES)["test"]["text"])
+    assert sorted(row["text"] for row in rows) == test_texts
+
+
+def test_out_of_domain_test_is_skipped_without_flite(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setattr(train_module, "flite_available", lambda: False)
+    summary = run("tiny_asr", cache_dir, tmp_path / "run", "variant=none", "ood_test=flite")
+    assert summary["ood_test"] == {"source": "flite", "skipped": "flite is not installed"}

@@ -1,14 +1,14 @@
 """A toy reproduction of the paper's comparison on the synthetic spoken-command corpus.
 
-    python -m hf_hjprune.benchmarks.paper_comparison [--seeds 0 1] [--jobs 2] [--quick]
+    python -m hf_hjprune.benchmarks.paper_comparison [--seeds 0 1 2] [--jobs 2] [--quick]
 
-Peng et al. (2023) compare HJ-MAC, HJ-Sep, HJ-Param and Transformer-only pruning of wav2vec2-base at
-several MACs budgets, for ASR (WER) and SLU (intent accuracy). Here the "pretrained" model is the
-demo's small wav2vec2-shaped CTC model (`demo_asr_dense`, trained from scratch on the synthetic
-corpus, since no checkpoint can be downloaded); every run then starts from it with the demo's
-pruning recipes (`demo_asr_hjmac`, `demo_slu_hjmac` for 300 steps) and only the variant, target and
-seed changed.
-The dense baselines run the same recipes with `variant=none` (the same steps of fine-tuning).
+Peng et al. (2023) prune wav2vec2-base while fine-tuning it and compare HJ-MAC, HJ-Sep, HJ-Param and
+Transformer-only pruning at several MACs budgets, for ASR (WER) and SLU (intent accuracy). Here, as in
+the paper, every run starts from the same pretrained model (the demo recipes' start model, shipped with
+the package) and prunes *while* it is fine-tuned, for as many steps as the dense baseline
+(`demo_asr_dense` / `demo_slu_dense`; pruned runs: `demo_asr_hjmac` / `demo_slu_hjmac` with the variant,
+target and seed changed). Two quality levers are added to HJ-MAC: a final fine-tune of the fixed pruned
+structure (`final_finetune_steps` more steps), and distillation from the dense run of the same seed.
 
 Finished runs (`OUTPUT_DIR/<run>/summary.json`) are reused, so an interrupted comparison continues
 where it stopped. The command writes `results/paper_comparison.{json,md,png}` next to this file and
@@ -36,36 +36,48 @@ README = Path(__file__).parents[2] / "README.md"
 MARKERS = ("<!-- paper-comparison:start -->", "<!-- paper-comparison:end -->")
 COMMAND = "python -m hf_hjprune.benchmarks.paper_comparison"
 
-START_RECIPE = "demo_asr_dense"
+DENSE_RECIPES = {"asr": "demo_asr_dense", "slu": "demo_slu_dense"}
 TASK_RECIPES = {"asr": "demo_asr_hjmac", "slu": "demo_slu_hjmac"}
-TASK_OVERRIDES = {"asr": (), "slu": ("max_steps=300",)}
-"""Longer SLU runs than the demo's (which must fit in its time limit): fewer runs end near chance."""
 METRICS = {"asr": ("wer", "WER", False), "slu": ("accuracy", "intent accuracy", True)}
 """task -> (summary metric, title, higher is better)."""
 VARIANTS = ("macs", "sep", "params", "transformer")
+LEVERS = ("finetune", "distill")
+FINAL_FINETUNE_STEPS = 100
+"""Steps of the final fine-tune lever (on top of the pruning run's steps)."""
 LABELS = {
     "none": "dense",
     "macs": "HJ-MAC",
     "sep": "HJ-Sep",
     "params": "HJ-Param",
     "transformer": "Transformer-only",
+    "finetune": "HJ-MAC + final fine-tune",
+    "distill": "HJ-MAC + distillation",
 }
 TARGETS = (0.2, 0.4, 0.6)
+LEVER_TARGETS = (0.4,)
+TARGET_TOLERANCE = 0.02
+"""A run whose exported model misses its target by more than this (absolute) is flagged."""
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run of the comparison."""
+    """One training run of the comparison (`lever`: a quality lever added to HJ-MAC)."""
 
     task: str
     variant: str
     target: float | None
     seed: int
+    lever: str | None = None
 
     @property
     def name(self) -> str:
         target = "" if self.target is None else f"_{round(self.target * 100)}"
-        return f"{self.task}_{self.variant}{target}_seed{self.seed}"
+        lever = "" if self.lever is None else f"_{self.lever}"
+        return f"{self.task}_{self.variant}{target}{lever}_seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.lever or self.variant]
 
 
 def plan(
@@ -73,8 +85,11 @@ def plan(
     variants: Sequence[str] = VARIANTS,
     targets: Sequence[float] = TARGETS,
     seeds: Sequence[int] = (0,),
+    levers: Sequence[str] = LEVERS,
+    lever_targets: Sequence[float] = LEVER_TARGETS,
 ) -> list[Run]:
-    """The runs of a comparison: per task and seed, a dense baseline and every variant × target."""
+    """The runs of a comparison: per task and seed, a dense baseline, every variant × target, and
+    HJ-MAC with each lever at `lever_targets`."""
     runs = []
     for task in tasks:
         if task not in TASK_RECIPES:
@@ -82,10 +97,13 @@ def plan(
         for seed in seeds:
             runs.append(Run(task, "none", None, seed))
             runs += [Run(task, variant, target, seed) for variant in variants for target in targets]
-    unknown = sorted({run.variant for run in runs} - set(LABELS))
+            runs += [Run(task, "macs", target, seed, lever) for lever in levers for target in lever_targets]
+    unknown = sorted({run.variant for run in runs} - set(LABELS)) + sorted(set(levers) - set(LEVERS))
     if unknown:
-        raise HJPruneInputError(f"unknown variant(s) {unknown}; expected some of {', '.join(VARIANTS)}")
-    bad = [target for target in targets if not 0.0 < target < 1.0]
+        raise HJPruneInputError(
+            f"unknown variant(s) or lever(s) {unknown}; expected some of {', '.join(VARIANTS + LEVERS)}"
+        )
+    bad = [target for target in (*targets, *lever_targets) if not 0.0 < target < 1.0]
     if bad:
         raise HJPruneInputError(f"targets must lie in (0, 1), got {bad}")
     return runs
@@ -105,6 +123,7 @@ def _run_fields(run: Run) -> dict[str, Any]:
         "task": run.task,
         "variant": run.variant,
         "target": run.target,
+        "lever": run.lever,
         "seed": run.seed,
         "metric": METRICS[run.task][0],
     }
@@ -112,15 +131,24 @@ def _run_fields(run: Run) -> dict[str, Any]:
 
 def result_row(run: Run, summary: Mapping[str, Any]) -> dict[str, Any]:
     """The comparison's record of one finished run."""
+    metric = METRICS[run.task][0]
+    macs = summary["macs"]
+    removed = macs["before"]["total"] - macs["after"]["total"]
+    reached = _reduction(summary, "params" if run.variant == "params" else "macs", "total")
     return {
         **_run_fields(run),
-        "value": summary["metrics"]["after"][METRICS[run.task][0]],
-        "value_before": summary["metrics"]["before"][METRICS[run.task][0]],
+        "value": summary["metrics"]["after"][metric],
+        "value_before": summary["metrics"]["before"][metric],
+        "ood_value": summary.get("ood_test", {}).get("metrics", {}).get(metric),
         "macs_reduction": _reduction(summary, "macs", "total"),
         "cnn_macs_reduction": _reduction(summary, "macs", "cnn"),
         "transformer_macs_reduction": _reduction(summary, "macs", "transformer"),
         "params_reduction": _reduction(summary, "params", "total"),
-        "macs_after": summary["macs"]["after"]["total"],
+        "cnn_share_of_removed": (macs["before"]["cnn"] - macs["after"]["cnn"]) / removed
+        if removed > 0
+        else None,
+        "target_error": None if run.target is None or run.variant == "sep" else reached - run.target,
+        "macs_after": macs["after"]["total"],
         "params_after": summary["params"]["after"]["total"],
         "train_seconds": summary["train_seconds"],
     }
@@ -136,50 +164,56 @@ def run_comparison(
 ) -> dict[str, Any]:
     """Train every run that is not finished yet and return the results: one row per run, in `runs` order.
 
-    Without `start_model`, the demo's dense ASR model is trained first into `output_root/asr_dense`.
-    `jobs` runs train side by side, each in its own process (`hf_hjprune.train.train_all`).
+    Every run starts from `start_model` (default: the demo recipes' shipped start model). Distillation
+    runs learn from the dense run of their task and seed, so they train after the others. `jobs` runs
+    train side by side, each in its own process (`hf_hjprune.train.train_all`).
     """
     from ..data.sources import load_source
     from ..recipes import load_recipe
-    from ..train import train, train_all
+    from ..train import train_all
 
     output_root = Path(output_root)
-    common = (f"data_options.cache_dir={output_root / 'corpus'}", *(QUICK_OVERRIDES if quick else ()))
+    common = [f"data_options.cache_dir={output_root / 'corpus'}"]
+    if quick:
+        common += [*QUICK_OVERRIDES, "model=tiny:hubert", *QUICK_MODEL]
+    elif start_model is not None:
+        common.append(f"model={start_model}")
     started = time.perf_counter()
-    if start_model is None:
-        start_dir = output_root / "asr_dense"
-        if not (start_dir / "summary.json").is_file():
-            overrides = (*common, *(QUICK_MODEL if quick else ()), f"output_dir={start_dir}")
-            train(load_recipe(START_RECIPE, overrides))
-        start_model = start_dir / "model"
-        log(f"[{time.perf_counter() - started:6.0f} s] start model: {start_model}")
 
     def recipe_of(run: Run):
-        overrides = [*TASK_OVERRIDES[run.task], *common, f"model={start_model}", f"seed={run.seed}"]
-        overrides.append(f"variant={run.variant}")
-        overrides += [f"output_dir={output_root / run.name}"]
-        overrides += [f"target={run.target}"] if run.target is not None else []
+        overrides = [*common, f"seed={run.seed}", f"output_dir={output_root / run.name}"]
+        if run.variant == "none":
+            return load_recipe(DENSE_RECIPES[run.task], overrides)
+        overrides += [f"variant={run.variant}", f"target={run.target}"]
+        if run.lever == "finetune":
+            overrides.append(f"final_finetune_steps={3 if quick else FINAL_FINETUNE_STEPS}")
+        elif run.lever == "distill":
+            teacher = output_root / Run(run.task, "none", None, run.seed).name / "model"
+            overrides.append(f"distillation={{teacher: {teacher}, logits_weight: 1.0, hidden_weight: 0.0}}")
         return load_recipe(TASK_RECIPES[run.task], overrides)
 
     recipes = [recipe_of(run) for run in runs]  # bad overrides fail here, before any training
     load_source(recipes[0].data, **recipes[0].data_options)  # build the corpus before parallel jobs need it
-    todo = [recipe for recipe in recipes if not (Path(recipe.output_dir) / "summary.json").is_file()]
-    log(f"[{time.perf_counter() - started:6.0f} s] {len(runs) - len(todo)} runs done, training {len(todo)}")
-    # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
-    errors = {
-        recipe.output_dir: {key: summary[key] for key in ("error", "error_type") if key in summary}
-        for recipe, summary in zip(todo, train_all(todo, jobs, True))
-    }
+    errors: dict[str, dict[str, str]] = {}
+    for wave in (False, True):  # distillation needs its teacher, the dense run, finished first
+        todo = [r for run, r in zip(runs, recipes) if (run.lever == "distill") == wave]
+        todo = [r for r in todo if not (Path(r.output_dir) / "summary.json").is_file()]
+        log(f"[{time.perf_counter() - started:6.0f} s] training {len(todo)} runs")
+        # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
+        errors |= {
+            r.output_dir: {key: summary[key] for key in ("error", "error_type") if key in summary}
+            for r, summary in zip(todo, train_all(todo, jobs, True))
+        }
     rows = []
     for run, recipe in zip(runs, recipes):
         path = Path(recipe.output_dir) / "summary.json"
         if path.is_file():
             rows.append(result_row(run, json.loads(path.read_text(encoding="utf-8"))))
         else:
-            rows.append({**_run_fields(run), **errors[recipe.output_dir]})
+            rows.append({**_run_fields(run), "error": None, **errors.get(recipe.output_dir, {})})
         log(_describe(rows[-1]))
     log(f"[{time.perf_counter() - started:6.0f} s] done")
-    return {"start_model": str(start_model), "runs": rows}
+    return {"start_model": str(start_model or recipes[0].model), "runs": rows}
 
 
 def _describe(row: Mapping[str, Any]) -> str:
@@ -192,17 +226,18 @@ def _describe(row: Mapping[str, Any]) -> str:
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean (and spread over seeds) of each task × variant × target, in first-seen order."""
+    """Mean (and spread over seeds) of each task × variant × target × lever, in first-seen order."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["task"], row["variant"], row["target"]), []).append(row)
+        groups.setdefault((row["task"], row["variant"], row["target"], row.get("lever")), []).append(row)
     aggregated = []
-    for (task, variant, target), group in groups.items():
+    for (task, variant, target, lever), group in groups.items():
         members = [member for member in group if "error" not in member]
         entry = {
             "task": task,
             "variant": variant,
             "target": target,
+            "lever": lever,
             "seeds": [member["seed"] for member in members],
             "metric": group[0]["metric"],
         }
@@ -211,20 +246,33 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 {**entry, **{key: group[0][key] for key in ("error", "error_type") if key in group[0]}}
             )
             continue
-        values = [member["value"] for member in members]
-        entry |= {
-            "value": statistics.fmean(values),
-            "value_std": statistics.stdev(values) if len(values) > 1 else None,
-        }
-        for key in ("macs_reduction", "cnn_macs_reduction", "transformer_macs_reduction", "params_reduction"):
-            entry[key] = statistics.fmean(member[key] for member in members)
+        for key in ("value", "ood_value"):
+            values = [member[key] for member in members if member.get(key) is not None]
+            entry[key] = statistics.fmean(values) if values else None
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        for key in ("macs_reduction", "cnn_macs_reduction", "transformer_macs_reduction", "params_reduction",
+                    "cnn_share_of_removed"):  # fmt: skip
+            values = [member[key] for member in members if member.get(key) is not None]
+            entry[key] = statistics.fmean(values) if values else None
+        errors = [member["target_error"] for member in members if member.get("target_error") is not None]
+        entry["worst_target_error"] = max(errors, key=abs) if errors else None
         aggregated.append(entry)
     return aggregated
 
 
-def _value(entry: Mapping[str, Any]) -> str:
-    text = f"{entry['value']:.1%}"
-    return text if entry["value_std"] is None else f"{text} ± {entry['value_std']:.1%}"
+def _value(entry: Mapping[str, Any], key: str = "value") -> str:
+    if entry.get(key) is None:
+        return "–"
+    text = f"{entry[key]:.1%}"
+    return text if entry.get(f"{key}_std") is None else f"{text} ± {entry[f'{key}_std']:.1%}"
+
+
+def _label(entry: Mapping[str, Any]) -> str:
+    return LABELS[entry.get("lever") or entry["variant"]]
+
+
+def _reduction_cell(value: float | None) -> str:
+    return "–" if value is None else f"−{value:.1%}" if value > 0 else "0"
 
 
 def results_markdown(result: Mapping[str, Any]) -> str:
@@ -237,10 +285,11 @@ def results_markdown(result: Mapping[str, Any]) -> str:
         seeds = sorted({seed for entry in entries for seed in entry["seeds"]})
         lines += [
             f"**{title}** on the test split ({'seed' if len(seeds) == 1 else 'mean ± std over seeds'} "
-            f"{', '.join(map(str, seeds))}):",
+            f"{', '.join(map(str, seeds))}); out of domain: the same sentences spoken by flite:",
             "",
-            f"| variant | target | {title} | MACs | CNN MACs | Transformer MACs | params |",
-            "|---|---|---|---|---|---|---|",
+            f"| variant | target | {title} | {title} (flite) | MACs | CNN MACs | Transformer MACs | params | "
+            "CNN share of removed MACs |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for entry in entries:
             target = "–" if entry["target"] is None else f"−{entry['target']:.0%}"
@@ -250,28 +299,37 @@ def results_markdown(result: Mapping[str, Any]) -> str:
                 status = (
                     "not reachable" if entry.get("error_type") == "UnreachableTargetError" else "not trained"
                 )
-                lines.append(f"| {LABELS[entry['variant']]} | {target} | {status}¹ | – | – | – | – |")
+                lines.append(f"| {_label(entry)} | {target} | {status}¹ | – | – | – | – | – | – |")
                 continue
+            missed = entry.get("worst_target_error")
+            flag = "²" if missed is not None and abs(missed) > TARGET_TOLERANCE else ""
             cells = [
-                LABELS[entry["variant"]],
+                _label(entry),
                 target,
                 _value(entry),
+                _value(entry, "ood_value"),
+                _reduction_cell(entry["macs_reduction"]) + flag,
                 *(
-                    f"−{entry[key]:.1%}" if entry[key] > 0 else "0"
-                    for key in (
-                        "macs_reduction",
-                        "cnn_macs_reduction",
-                        "transformer_macs_reduction",
-                        "params_reduction",
-                    )
+                    _reduction_cell(entry[key])
+                    for key in ("cnn_macs_reduction", "transformer_macs_reduction", "params_reduction")
                 ),
+                "–" if entry.get("cnn_share_of_removed") is None else f"{entry['cnn_share_of_removed']:.0%}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", *(f"- {text}" for text in observations(result["aggregated"], task))]
         lines += [
-            f"- ¹ {LABELS[entry['variant']]} at −{entry['target']:.0%}: {entry['error']}."
+            f"- ¹ {_label(entry)} at −{entry['target']:.0%}: {entry['error']}."
             for entry in entries
             if "error" in entry
+        ]
+        missed = [
+            e
+            for e in entries
+            if (e.get("worst_target_error") or 0) and abs(e["worst_target_error"]) > TARGET_TOLERANCE
+        ]
+        lines += [
+            f"- ² {_label(e)} at −{e['target']:.0%}: a seed missed the target by {e['worst_target_error']:+.1%}."
+            for e in missed
         ]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -282,29 +340,41 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
     _, title, higher = METRICS[task]
     entries = [entry for entry in aggregated if entry["task"] == task and "error" not in entry]
     dense = next((entry for entry in entries if entry["variant"] == "none"), None)
+
+    def better(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+        return a["value"] > b["value"] if higher else a["value"] < b["value"]
+
     texts = []
-    for target in sorted({entry["target"] for entry in entries if entry["target"] is not None}):
-        at = [entry for entry in entries if entry["target"] == target and entry["variant"] != "params"]
+    targets = sorted({entry["target"] for entry in entries if entry["target"] is not None})
+    for target in targets:
+        at = [e for e in entries if e["target"] == target and e["variant"] != "params" and not e.get("lever")]
         if not at:
             continue
         best = (max if higher else min)(at, key=lambda entry: entry["value"])
         text = (
-            f"At the −{target:.0%} MACs target the best {title} is {LABELS[best['variant']]}'s "
+            f"At the −{target:.0%} MACs target the best {title} is {_label(best)}'s "
             f"({_value(best)}, {best['macs_reduction']:.0%} fewer MACs reached)"
         )
         if dense is not None:
-            better = best["value"] > dense["value"] if higher else best["value"] < dense["value"]
-            text += f", {'better' if better else 'worse'} than dense ({_value(dense)})"
+            text += f", {'better' if better(best, dense) else 'worse'} than dense ({_value(dense)})"
         texts.append(text + ".")
-    for target in sorted({entry["target"] for entry in entries if entry["target"] is not None}):
-        by_variant = {entry["variant"]: entry for entry in entries if entry["target"] == target}
+    for target in targets:
+        by_variant = {e["variant"]: e for e in entries if e["target"] == target and not e.get("lever")}
         if "macs" in by_variant and "transformer" in by_variant:
             joint, only = by_variant["macs"], by_variant["transformer"]
-            wins = joint["value"] > only["value"] if higher else joint["value"] < only["value"]
             texts.append(
-                f"At the −{target:.0%} target, HJ-MAC {'beats' if wins else 'does not beat'} Transformer-only "
-                f"pruning ({_value(joint)} at {joint['macs_reduction']:.0%} fewer MACs vs {_value(only)} at "
-                f"{only['macs_reduction']:.0%}); HJ-MAC took {joint['cnn_macs_reduction']:.0%} of the CNN's MACs."
+                f"At the −{target:.0%} target, HJ-MAC {'beats' if better(joint, only) else 'does not beat'} "
+                f"Transformer-only pruning ({_value(joint)} at {joint['macs_reduction']:.0%} fewer MACs vs "
+                f"{_value(only)} at {only['macs_reduction']:.0%}); {joint['cnn_share_of_removed']:.0%} of the MACs "
+                "HJ-MAC removed were the CNN's."
+            )
+    for target in targets:
+        options = [e for e in entries if e["target"] == target and e["variant"] == "macs"]
+        if len(options) > 1 and dense is not None:
+            best = (max if higher else min)(options, key=lambda entry: entry["value"])
+            texts.append(
+                f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({_value(best)}; dense {_value(dense)}, "
+                f"{'better' if better(best, dense) else 'worse'})."
             )
     return texts
 
@@ -321,9 +391,9 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
         _, title, _ = METRICS[task]
         axes = figure.add_subplot(1, len(tasks), index)
         entries = [entry for entry in result["aggregated"] if entry["task"] == task and "error" not in entry]
-        for variant in VARIANTS:
+        for label in dict.fromkeys(_label(entry) for entry in entries if entry["variant"] != "none"):
             points = sorted(
-                (entry for entry in entries if entry["variant"] == variant),
+                (entry for entry in entries if entry["variant"] != "none" and _label(entry) == label),
                 key=lambda entry: entry["macs_reduction"],
             )
             if points:
@@ -333,7 +403,8 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
                     yerr=[100 * (entry["value_std"] or 0.0) for entry in points],
                     marker="o",
                     capsize=3,
-                    label=LABELS[variant],
+                    linestyle="none" if len(points) == 1 else "-",
+                    label=label,
                 )
         for entry in entries:
             if entry["variant"] == "none":
@@ -347,15 +418,15 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     figure.savefig(path, format="png", metadata={"Software": None})
 
 
-def update_readme(markdown: str, readme: Path = README) -> bool:
-    """Replace the text between the README's comparison markers; False when there are no markers."""
+def update_readme(markdown: str, readme: Path = README, markers: tuple[str, str] = MARKERS) -> bool:
+    """Replace the text between a pair of README markers; False when there are no such markers."""
     if not readme.is_file():
         return False
     text = readme.read_text(encoding="utf-8")
-    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start < 0 or end < start:
         return False
-    updated = text[: start + len(MARKERS[0])] + "\n" + markdown + text[end:]
+    updated = text[: start + len(markers[0])] + "\n" + markdown + text[end:]
     atomic_write_text(readme, updated)
     return True
 
@@ -367,14 +438,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
-    parser.add_argument("--start-model", default=None, help="default: train demo_asr_dense first")
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--lever-targets", type=float, nargs="+", default=list(LEVER_TARGETS))
+    parser.add_argument("--start-model", default=None, help="default: the demo recipes' shipped start model")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/paper_comparison"))
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where the results go")
     parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny corpus and model")
     parser.add_argument("--no-readme", action="store_true", help="leave the README table alone")
     args = parser.parse_args(argv)
     try:
-        runs = plan(args.tasks, args.variants, args.targets, args.seeds)
+        runs = plan(args.tasks, args.variants, args.targets, args.seeds, args.levers, args.lever_targets)
     except HJPruneInputError as err:
         parser.error(str(err))
     if args.jobs < 1:

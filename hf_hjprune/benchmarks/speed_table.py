@@ -1,16 +1,21 @@
-"""Measured CPU speedup of HJ-pruned wav2vec2-base / WavLM-base structures against their MACs.
+"""Measured CPU speedup of HJ-pruned wav2vec2-base / HuBERT-base / WavLM-base structures against their MACs.
 
-    python -m hf_hjprune.benchmarks.speed_table [--quick]
+    python -m hf_hjprune.benchmarks.speed_table [--quick] [--families NAME ...] [--experiments NAME ...]
 
-regenerates `results/speed_table.json` and `results/speed_table.md` next to this file.
+regenerates `results/speed_table.json` and `results/speed_table.md` next to this file (`--output-dir`
+elsewhere). The deployment experiment times every structure in PyTorch fp32, in PyTorch after
+`optimize_for_inference`, and exported to ONNX Runtime in fp32 and int8 (`hjprune export`), at 1 and 2
+threads, each as a speedup against the dense model in PyTorch fp32 of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -21,7 +26,15 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForCTC, WavLMConfig, WavLMForCTC
+from transformers import (
+    HubertConfig,
+    HubertForCTC,
+    PretrainedConfig,
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    WavLMConfig,
+    WavLMForCTC,
+)
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..bench import (
@@ -34,6 +47,7 @@ from ..bench import (
 )
 from ..cost import count_macs, count_params, macs_from_units
 from ..errors import HJPruneInputError
+from ..export import FILES, OnnxRuntimeModel, optimize_for_inference, quantize_int8, torch_to_onnx
 from ..materialize import prune_model
 from ..structure import GROUPS, family_of, unit_counts
 
@@ -182,9 +196,13 @@ def part_times(
 
 TABLE_MODELS = {
     "wav2vec2-base": (Wav2Vec2Config, Wav2Vec2ForCTC),
+    "hubert-base": (HubertConfig, HubertForCTC),
     "wavlm-base": (WavLMConfig, WavLMForCTC),
 }
-REDUCTIONS = (0.1, 0.3, 0.5)
+REDUCTIONS = (0.1, 0.3, 0.5, 0.7)
+EXPERIMENTS = ("table", "multiple_of_8", "parts", "threads", "training", "kernels", "deployment")
+RUNTIMES = ("PyTorch fp32", "PyTorch optimized", "ORT fp32", "ORT int8")
+"""The deployment columns: PyTorch as is, after `optimize_for_inference`, ONNX Runtime fp32 and int8."""
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -200,6 +218,7 @@ class Plan:
     kernel_repeats: int
     warmup: int
     thread_counts: tuple[int, ...]
+    deployment: tuple[tuple[int, float, int], ...] = ()
 
 
 FULL = Plan(
@@ -211,6 +230,7 @@ FULL = Plan(
     kernel_repeats=5,
     warmup=1,
     thread_counts=(1, 2),
+    deployment=((1, 1.0, 11), (1, 10.0, 5), (8, 1.0, 5)),
 )
 QUICK = Plan(
     table=((1, 1.0, 3), (2, 1.0, 2)),
@@ -221,6 +241,7 @@ QUICK = Plan(
     kernel_repeats=1,
     warmup=1,
     thread_counts=(1, 2),
+    deployment=((1, 1.0, 2),),
 )
 
 
@@ -317,6 +338,7 @@ def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> l
     positional = Wav2Vec2ForCTC(
         Wav2Vec2Config(vocab_size=32, num_hidden_layers=1)
     ).wav2vec2.encoder.pos_conv_embed
+    folded_positional = optimize_for_inference(copy.deepcopy(positional))
     hidden = torch.randn(1, 49, 768)
     torch.manual_seed(0)
     wavlm = WavLMForCTC(WavLMConfig(vocab_size=32, num_hidden_layers=2)).eval()
@@ -347,10 +369,14 @@ def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> l
             {
                 "whole module": lambda: positional(hidden),
                 "weight-norm recomputation": lambda: positional.conv.weight,
+                "weight norm folded (optimize_for_inference)": lambda: folded_positional(hidden),
             },
             {
                 "whole module": count_macs(Wav2Vec2Config(), 1.0).positional_conv,
                 "weight-norm recomputation": 0,
+                "weight norm folded (optimize_for_inference)": count_macs(
+                    Wav2Vec2Config(), 1.0
+                ).positional_conv,
             },
         ),
         ATTENTION_KERNEL: (
@@ -380,71 +406,129 @@ def kernel_times(repeats: int, warmup: int = 1, threads: int | None = None) -> l
     return rows
 
 
-def run_table(plan: Plan, threads: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every experiment of `plan` on both families; returns the JSON document of the table."""
+def deployment_models(
+    structures: Mapping[str, nn.Module], directory: Path, threads: int
+) -> dict[str, nn.Module]:
+    """Every structure in each of `RUNTIMES`, named `"<structure> <runtime>"`; `"dense"` is the dense
+    model in PyTorch fp32, the baseline. ONNX files are exported into `directory` once (reused across
+    thread counts); the ONNX Runtime sessions use `threads` intra-op threads."""
+    models: dict[str, nn.Module] = {}
+    for name, model in structures.items():
+        fp32 = directory / name / FILES["fp32"]
+        if not fp32.is_file():
+            torch_to_onnx(model, fp32)
+            quantize_int8(fp32, directory / name / FILES["int8"])
+        models["dense" if name == "dense" else f"{name} PyTorch fp32"] = model
+        models[f"{name} PyTorch optimized"] = optimize_for_inference(copy.deepcopy(model))
+        for kind in ("fp32", "int8"):
+            path = directory / name / FILES[kind]
+            models[f"{name} ORT {kind}"] = OnnxRuntimeModel(path, model.config, threads, exported_from=model)
+    return models
+
+
+def run_table(
+    plan: Plan,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+    families: tuple[str, ...] | None = None,
+    experiments: tuple[str, ...] = EXPERIMENTS,
+) -> dict[str, Any]:
+    """Run the `experiments` of `plan` on the `families` (default: all of `TABLE_MODELS`); returns the
+    JSON document of the table."""
+    families = tuple(TABLE_MODELS) if families is None else families
     started = time.perf_counter()
     with intra_op_threads(threads) as used_threads:
-        result: dict[str, Any] = {"machine": machine_info(), "threads": used_threads, "plan": asdict(plan)}
+        result: dict[str, Any] = {
+            "machine": machine_info(),
+            "threads": used_threads,
+            "plan": asdict(plan),
+            "experiments": list(experiments),
+        }
     result["families"] = {}
-    for family in TABLE_MODELS:
+    most = _label(REDUCTIONS[-1])
+    for family in families:
         models = table_models(family, multiples=(1, 8))
         dense = models["dense"]
         main = {name: model for name, model in models.items() if "x8" not in name}
         entry: dict[str, Any] = {
             "structures": {name: _structure(model, dense) for name, model in models.items()},
         }
-        log(f"{family}: speedup table")
-        entry["table"] = _bench(main, plan.table, plan.warmup, threads)
-        log(f"{family}: multiples of 8")
-        # Each rounded structure against the unrounded one only: two models per round keep them close in time.
-        entry["multiple_of_8"] = [
-            _bench(
-                {name: models[name] for name in (_label(r), _label(r, 8))},
-                plan.multiple_of_8,
-                plan.warmup,
-                threads,
-                memory=False,
-                pairs=[(_label(r), _label(r, 8))],
-            )
-            for r in REDUCTIONS
-        ]
-        log(f"{family}: time per part")
-        most = _label(REDUCTIONS[-1])
-        entry["parts"] = [
-            {
-                "batch_size": batch_size,
-                "seconds": seconds,
-                "runs": repeats,
-                "times_ms": part_times(
-                    {"dense": dense, most: models[most]}, batch_size, seconds, repeats, plan.warmup, threads
-                ),
-                "macs": {
-                    name: {k: v * batch_size for k, v in count_macs(models[name], seconds).as_dict().items()}
-                    for name in ("dense", most)
-                },
+        if "table" in experiments:
+            log(f"{family}: speedup table")
+            entry["table"] = _bench(main, plan.table, plan.warmup, threads)
+        if "multiple_of_8" in experiments:
+            log(f"{family}: multiples of 8")
+            # Each rounded structure against the unrounded one only: two models per round keep them close in time.
+            entry["multiple_of_8"] = [
+                _bench(
+                    {name: models[name] for name in (_label(r), _label(r, 8))},
+                    plan.multiple_of_8,
+                    plan.warmup,
+                    threads,
+                    memory=False,
+                    pairs=[(_label(r), _label(r, 8))],
+                )
+                for r in REDUCTIONS
+            ]
+        if "parts" in experiments:
+            log(f"{family}: time per part")
+            entry["parts"] = [
+                {
+                    "batch_size": batch_size,
+                    "seconds": seconds,
+                    "runs": repeats,
+                    "times_ms": part_times(
+                        {"dense": dense, most: models[most]},
+                        batch_size,
+                        seconds,
+                        repeats,
+                        plan.warmup,
+                        threads,
+                    ),
+                    "macs": {
+                        name: {
+                            k: v * batch_size for k, v in count_macs(models[name], seconds).as_dict().items()
+                        }
+                        for name in ("dense", most)
+                    },
+                }
+                for batch_size, seconds, repeats in plan.parts
+            ]
+        if "threads" in experiments:
+            log(f"{family}: thread counts")
+            entry["threads"] = {
+                str(count): _bench(
+                    {"dense": dense, most: models[most]}, plan.threads, plan.warmup, count, memory=False
+                )
+                for count in plan.thread_counts
             }
-            for batch_size, seconds, repeats in plan.parts
-        ]
-        log(f"{family}: thread counts")
-        entry["threads"] = {
-            str(count): _bench(
-                {"dense": dense, most: models[most]}, plan.threads, plan.warmup, count, memory=False
+        if "training" in experiments:
+            log(f"{family}: training overhead")
+            batch_size, seconds, repeats = plan.training
+            entry["training_overhead"] = training_overhead(
+                dense,
+                seconds=seconds,
+                batch_size=batch_size,
+                repeats=repeats,
+                warmup=plan.warmup,
+                threads=threads,
             )
-            for count in plan.thread_counts
-        }
-        log(f"{family}: training overhead")
-        batch_size, seconds, repeats = plan.training
-        entry["training_overhead"] = training_overhead(
-            dense,
-            seconds=seconds,
-            batch_size=batch_size,
-            repeats=repeats,
-            warmup=plan.warmup,
-            threads=threads,
-        )
+        if "deployment" in experiments:
+            structures = {"dense": dense, **{_label(r, 8): models[_label(r, 8)] for r in REDUCTIONS}}
+            entry["deployment"] = {}
+            with tempfile.TemporaryDirectory() as directory:
+                for count in plan.thread_counts:
+                    log(f"{family}: deployment, {count} thread{'s' if count != 1 else ''}")
+                    deployed = deployment_models(structures, Path(directory), count)
+                    pairs = [("dense", name) for name in deployed if name != "dense"]
+                    entry["deployment"][str(count)] = _bench(
+                        deployed, plan.deployment, plan.warmup, count, memory=False, pairs=pairs
+                    )
+                    del deployed
         result["families"][family] = entry
-    log("kernels")
-    result["kernels"] = kernel_times(plan.kernel_repeats, plan.warmup, threads)
+    if "kernels" in experiments:
+        log("kernels")
+        result["kernels"] = kernel_times(plan.kernel_repeats, plan.warmup, threads)
     result["machine"]["load_average_after"] = list(os.getloadavg())
     result["wall_seconds"] = time.perf_counter() - started
     return result
@@ -488,6 +572,128 @@ def _efficiency_summary(efficiencies: list[float]) -> str:
     )
 
 
+def _ran(result: Mapping[str, Any], experiment: str) -> bool:
+    """Whether `result` has `experiment` (results from before `--experiments` have all but deployment)."""
+    return experiment in result.get("experiments", [e for e in EXPERIMENTS if e != "deployment"])
+
+
+def _deployment_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per thread count × batch × seconds × structure: speedups per runtime against dense PyTorch fp32."""
+    rows = []
+    for count, measured in entry["deployment"].items():
+        found = {
+            (pair["pruned"], r["batch_size"], r["seconds"]): r
+            for pair in measured["pairs"]
+            for r in pair["results"]
+        }
+        configs = sorted({(b, s) for _, b, s in found})
+        for batch_size, seconds in configs:
+            dense_ms = _latency(measured, "dense", batch_size, seconds)["median_ms"]
+            for structure in entry["structures"]:
+                if structure != "dense" and "x8" not in structure:
+                    continue
+                speedups, macs_ratio = {}, 1.0
+                for runtime in RUNTIMES:
+                    name = (
+                        "dense"
+                        if (structure, runtime) == ("dense", "PyTorch fp32")
+                        else f"{structure} {runtime}"
+                    )
+                    row = found.get((name, batch_size, seconds))
+                    speedups[runtime] = 1.0 if name == "dense" else (row["speedup"] if row else None)
+                    if row:
+                        macs_ratio = row["macs_ratio"]
+                rows.append(
+                    {
+                        "threads": int(count),
+                        "batch_size": batch_size,
+                        "seconds": seconds,
+                        "structure": structure,
+                        "macs_reduction": entry["structures"][structure]["macs_reduction"],
+                        "macs_ratio": macs_ratio,
+                        "dense_ms": dense_ms,
+                        "speedups": speedups,
+                    }
+                )
+    return rows
+
+
+def _deployment_section(result: Mapping[str, Any]) -> list[str]:
+    if not _ran(result, "deployment"):
+        return []
+    lines = [
+        "",
+        "### Deployment: PyTorch, `optimize_for_inference`, ONNX Runtime fp32 and int8",
+        "",
+        "Each structure with conv channels and FFN units rounded to multiples of 8 (as `round_to=8` exports "
+        "it) in PyTorch fp32, in PyTorch after `optimize_for_inference(model)` (weight norm folded), and "
+        "exported with `hjprune export` to ONNX Runtime fp32 and int8 (dynamic quantisation of the "
+        "MatMul/Gemm weights; convolutions fp32). Every cell is the speedup against the dense model in "
+        "PyTorch fp32 timed in the same interleaved run (its median in `dense (ms)`); the MACs ratio (dense "
+        "MACs / pruned MACs) is the speedup the MACs alone would give. Timed runs per model: "
+        + ", ".join(f"{repeats} at batch {b} × {s:g} s" for b, s, repeats in result["plan"]["deployment"])
+        + ".",
+        "",
+    ]
+    header = [
+        "model",
+        "threads",
+        "batch",
+        "audio (s)",
+        "pruned",
+        "MACs",
+        "MACs ratio",
+        "dense (ms)",
+        *RUNTIMES,
+    ]
+    rows = []
+    for family, entry in result["families"].items():
+        for row in _deployment_rows(entry):
+            rows.append(
+                [
+                    family,
+                    str(row["threads"]),
+                    str(row["batch_size"]),
+                    f"{row['seconds']:g}",
+                    row["structure"],
+                    f"{-row['macs_reduction']:+.1%}" if row["structure"] != "dense" else "0",
+                    f"{row['macs_ratio']:.2f}×",
+                    f"{row['dense_ms']:.0f}",
+                    *("–" if v is None else f"{v:.2f}×" for v in row["speedups"].values()),
+                ]
+            )
+    return lines + markdown_table(header, rows)
+
+
+def deployment_findings(result: Mapping[str, Any]) -> str:
+    """Findings of the deployment experiment, at the most pruned structure nearest to −50% MACs."""
+    text = []
+    middle = _label(min(REDUCTIONS, key=lambda r: abs(r - 0.5)), 8)
+    for family, entry in result["families"].items():
+        if "deployment" not in entry:
+            continue
+        rows = [r for r in _deployment_rows(entry) if r["structure"] == middle]
+        dense_rows = {
+            (r["threads"], r["batch_size"], r["seconds"]): r
+            for r in _deployment_rows(entry)
+            if r["structure"] == "dense"
+        }
+        parts = []
+        for row in rows:
+            speed = row["speedups"]
+            dense = dense_rows[(row["threads"], row["batch_size"], row["seconds"])]["speedups"]
+            parts.append(
+                f"batch {row['batch_size']} × {row['seconds']:g} s, {row['threads']} thread"
+                f"{'s' if row['threads'] != 1 else ''}: PyTorch {speed['PyTorch fp32']:.2f}× for a MACs ratio of "
+                f"{row['macs_ratio']:.2f}× ({speed['PyTorch fp32'] / row['macs_ratio']:.0%} of it), after "
+                f"`optimize_for_inference` {speed['PyTorch optimized']:.2f}×, ONNX Runtime fp32 "
+                f"{speed['ORT fp32']:.2f}× and int8 {speed['ORT int8']:.2f}× (the dense model alone: "
+                f"{dense['ORT fp32']:.2f}× and {dense['ORT int8']:.2f}×)"
+            )
+        text.append(f"- **Deployment, {family} {middle}.** " + "; ".join(parts) + ".")
+    return "\n".join(text)
+
+
 def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
     """The self-contained markdown report of `run_table`: tables and findings."""
     machine = result["machine"]
@@ -501,9 +707,11 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
         f"1-minute load average {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end "
         "(other processes shared the machine when it is above the thread count).",
         "",
-        "Models: wav2vec2-base and WavLM-base shapes (stock `Wav2Vec2Config()` / `WavLMConfig()`, CTC head "
+        f"Models: {', '.join(result['families'])} shapes (stock configs, CTC head "
         "with a vocabulary of 32, random weights), pruned with "
-        "`hf_hjprune.benchmarks.speed_table.structure_for_reduction` to 10%, 30% and 50% fewer MACs on 1 s "
+        "`hf_hjprune.benchmarks.speed_table.structure_for_reduction` to "
+        + ", ".join(_label(r)[1:] for r in REDUCTIONS)
+        + " fewer MACs on 1 s "
         "of audio: one pruning level removes the same fraction of the conv channels, heads and FFN units of "
         "every layer, found by bisection, then `prune_model`. Latency: median wall time of a forward pass "
         "(`torch.inference_mode()`, random audio) over the timed runs, all models of a family interleaved; "
@@ -547,191 +755,229 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
             )
     lines += markdown_table(header, rows)
 
-    lines += [
-        "",
-        "### Speedup against the MACs ratio",
-        "",
-        f"Efficiency: {_efficiency_summary(_efficiencies(result))}. CPU-time efficiency: "
-        f"{_efficiency_summary(_efficiencies(result, cpu=True))}. Timed runs per model: "
-        + ", ".join(f"{repeats} at batch {b} × {s:g} s" for b, s, repeats in result["plan"]["table"])
-        + f", after {result['plan']['warmup']} warm-up run (the memory measurement). ± is the interquartile "
-        "range of the timed runs.",
-        "",
-    ]
-    header = ["model", "pruned", "batch", "audio (s)", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
-    header += ["efficiency", "CPU-time efficiency", "peak memory (MiB)"]
-    rows = []
-    for family, entry in result["families"].items():
-        table = entry["table"]
-        for name, row in sorted(
-            _pair_rows(table), key=lambda item: (item[1]["batch_size"], item[1]["seconds"])
-        ):
-            dense = _latency(table, "dense", row["batch_size"], row["seconds"])
-            pruned = _latency(table, name, row["batch_size"], row["seconds"])
-            memory = "–"
-            if dense["peak_memory_mib"] is not None:
-                memory = f"{dense['peak_memory_mib']:.0f} → {pruned['peak_memory_mib']:.0f}"
-            rows.append(
-                [
-                    family,
-                    name,
-                    str(row["batch_size"]),
-                    f"{row['seconds']:g}",
-                    f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
-                    f"{pruned['median_ms']:.0f} ± {pruned['iqr_ms']:.0f}",
-                    f"{row['speedup']:.2f}×",
-                    f"{row['macs_ratio']:.2f}×",
-                    f"**{row['efficiency']:.0%}**"
-                    if round(row["efficiency"], 2) < 0.9
-                    else f"{row['efficiency']:.0%}",
-                    f"{row['cpu_speedup'] / row['macs_ratio']:.0%}",
-                    memory,
-                ]
-            )
-    lines += markdown_table(header, rows)
-
-    lines += [
-        "",
-        "### Where the time goes",
-        "",
-        "Median process CPU time per part of the forward pass (forward hooks; `other` = LayerNorms, "
-        "residuals, head and Python overhead), dense against the most pruned structure, timed interleaved; "
-        "`time share` / `MACs share` are the part's shares of the dense model.",
-        "",
-    ]
-    header = ["model", "batch", "audio (s)", "part", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
-    header += ["time share", "MACs share"]
-    rows = []
-    for family, entry in result["families"].items():
-        for measured in entry["parts"]:
-            (pruned_name,) = [name for name in measured["times_ms"] if name != "dense"]
-            dense_times, pruned_times = measured["times_ms"]["dense"], measured["times_ms"][pruned_name]
-            dense_macs, pruned_macs = measured["macs"]["dense"], measured["macs"][pruned_name]
-            for part in (*PARTS, "total"):
-                macs_part = "head" if part == "other" else part
-                ratio = (
-                    dense_macs[macs_part] / pruned_macs[macs_part] if pruned_macs[macs_part] else float("nan")
-                )
-                rows.append(
-                    [
-                        f"{family} {pruned_name}",
-                        str(measured["batch_size"]),
-                        f"{measured['seconds']:g}",
-                        part,
-                        f"{dense_times[part]:.1f}",
-                        f"{pruned_times[part]:.1f}",
-                        f"{dense_times[part] / pruned_times[part]:.2f}×",
-                        f"{ratio:.2f}×",
-                        f"{dense_times[part] / dense_times['total']:.1%}",
-                        f"{dense_macs[macs_part] / dense_macs['total']:.1%}",
-                    ]
-                )
-    lines += markdown_table(header, rows)
-
-    lines += [
-        "",
-        "### Kept units rounded to multiples of 8",
-        "",
-        "Each structure against the same reduction with conv channels and FFN units rounded to multiples of "
-        "8 (`structure_for_reduction(..., multiple_of=8)`, same MACs within 0.1%), the two timed interleaved; "
-        "change = rounded / unrounded time − 1 (negative: the rounded structure is faster).",
-        "",
-    ]
-    header = [
-        "model",
-        "pruned",
-        "batch",
-        "audio (s)",
-        "unrounded (ms)",
-        "rounded (ms)",
-        "change",
-        "CPU-time change",
-    ]
-    rows = []
-    for family, entry in result["families"].items():
-        for measured in entry["multiple_of_8"]:
-            for _, row in _pair_rows(measured):
+    if _ran(result, "table"):
+        lines += [
+            "",
+            "### Speedup against the MACs ratio",
+            "",
+            f"Efficiency: {_efficiency_summary(_efficiencies(result))}. CPU-time efficiency: "
+            f"{_efficiency_summary(_efficiencies(result, cpu=True))}. Timed runs per model: "
+            + ", ".join(f"{repeats} at batch {b} × {s:g} s" for b, s, repeats in result["plan"]["table"])
+            + f", after {result['plan']['warmup']} warm-up run (the memory measurement). ± is the interquartile "
+            "range of the timed runs.",
+            "",
+        ]
+        header = [
+            "model",
+            "pruned",
+            "batch",
+            "audio (s)",
+            "dense (ms)",
+            "pruned (ms)",
+            "speedup",
+            "MACs ratio",
+        ]
+        header += ["efficiency", "CPU-time efficiency", "peak memory (MiB)"]
+        rows = []
+        for family, entry in result["families"].items():
+            table = entry["table"]
+            for name, row in sorted(
+                _pair_rows(table), key=lambda item: (item[1]["batch_size"], item[1]["seconds"])
+            ):
+                dense = _latency(table, "dense", row["batch_size"], row["seconds"])
+                pruned = _latency(table, name, row["batch_size"], row["seconds"])
+                memory = "–"
+                if dense["peak_memory_mib"] is not None:
+                    memory = f"{dense['peak_memory_mib']:.0f} → {pruned['peak_memory_mib']:.0f}"
                 rows.append(
                     [
                         family,
-                        measured["pairs"][0]["dense"],
+                        name,
                         str(row["batch_size"]),
                         f"{row['seconds']:g}",
-                        f"{row['dense_median_ms']:.0f}",
-                        f"{row['pruned_median_ms']:.0f}",
-                        f"{1 / row['speedup'] - 1:+.1%}",
-                        f"{1 / row['cpu_speedup'] - 1:+.1%}",
-                    ]
-                )
-    lines += markdown_table(header, rows)
-
-    lines += ["", "### Thread count", ""]
-    header = ["model", "threads", "batch", "audio (s)", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
-    header.append("efficiency")
-    rows = []
-    for family, entry in result["families"].items():
-        for count, measured in entry["threads"].items():
-            for name, row in _pair_rows(measured):
-                rows.append(
-                    [
-                        f"{family} {name}",
-                        count,
-                        str(row["batch_size"]),
-                        f"{row['seconds']:g}",
-                        f"{row['dense_median_ms']:.0f}",
-                        f"{row['pruned_median_ms']:.0f}",
+                        f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
+                        f"{pruned['median_ms']:.0f} ± {pruned['iqr_ms']:.0f}",
                         f"{row['speedup']:.2f}×",
                         f"{row['macs_ratio']:.2f}×",
-                        f"{row['efficiency']:.0%}",
+                        f"**{row['efficiency']:.0%}**"
+                        if round(row["efficiency"], 2) < 0.9
+                        else f"{row['efficiency']:.0%}",
+                        f"{row['cpu_speedup'] / row['macs_ratio']:.0%}",
+                        memory,
                     ]
                 )
-    lines += markdown_table(header, rows)
-    lines += [
-        "",
-        "### Kernels",
-        "",
-        "Single kernels at the shapes above, each group timed interleaved: median wall time, median "
-        "process CPU time and MACs per CPU second.",
-        "",
-    ]
-    rows = [
-        [
-            row["group"],
-            row["variant"],
-            f"{row['median_ms']:.2f}",
-            f"{row['cpu_median_ms']:.2f}",
-            "–" if row["gmacs_per_cpu_second"] is None else f"{row['gmacs_per_cpu_second']:.1f}",
+        lines += markdown_table(header, rows)
+
+    if _ran(result, "parts"):
+        lines += [
+            "",
+            "### Where the time goes",
+            "",
+            "Median process CPU time per part of the forward pass (forward hooks; `other` = LayerNorms, "
+            "residuals, head and Python overhead), dense against the most pruned structure, timed interleaved; "
+            "`time share` / `MACs share` are the part's shares of the dense model.",
+            "",
         ]
-        for row in result["kernels"]
-    ]
-    lines += markdown_table(["kernel", "variant", "wall (ms)", "CPU (ms)", "GMACs / CPU s"], rows)
-    lines += [
-        "",
-        "### Training overhead of the gates",
-        "",
-        'Time of one training step (forward, backward, AdamW) with `HJPruner(model, variant="macs", '
-        "target=0.4)` attached (sampled gates, loss + Lagrangian penalty) against dense fine-tuning of "
-        "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
-        "",
-    ]
-    header = ["model", "batch", "audio (s)", "dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio"]
-    rows = []
-    for family, entry in result["families"].items():
-        overhead = entry["training_overhead"]
-        dense, gated = overhead["dense_step"], overhead["gated_step"]
-        rows.append(
+        header = ["model", "batch", "audio (s)", "part", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
+        header += ["time share", "MACs share"]
+        rows = []
+        for family, entry in result["families"].items():
+            for measured in entry["parts"]:
+                (pruned_name,) = [name for name in measured["times_ms"] if name != "dense"]
+                dense_times, pruned_times = measured["times_ms"]["dense"], measured["times_ms"][pruned_name]
+                dense_macs, pruned_macs = measured["macs"]["dense"], measured["macs"][pruned_name]
+                for part in (*PARTS, "total"):
+                    macs_part = "head" if part == "other" else part
+                    ratio = (
+                        dense_macs[macs_part] / pruned_macs[macs_part]
+                        if pruned_macs[macs_part]
+                        else float("nan")
+                    )
+                    rows.append(
+                        [
+                            f"{family} {pruned_name}",
+                            str(measured["batch_size"]),
+                            f"{measured['seconds']:g}",
+                            part,
+                            f"{dense_times[part]:.1f}",
+                            f"{pruned_times[part]:.1f}",
+                            f"{dense_times[part] / pruned_times[part]:.2f}×",
+                            f"{ratio:.2f}×",
+                            f"{dense_times[part] / dense_times['total']:.1%}",
+                            f"{dense_macs[macs_part] / dense_macs['total']:.1%}",
+                        ]
+                    )
+        lines += markdown_table(header, rows)
+
+    if _ran(result, "multiple_of_8"):
+        lines += [
+            "",
+            "### Kept units rounded to multiples of 8",
+            "",
+            "Each structure against the same reduction with conv channels and FFN units rounded to multiples of "
+            "8 (`structure_for_reduction(..., multiple_of=8)`, same MACs within 0.1%), the two timed interleaved; "
+            "change = rounded / unrounded time − 1 (negative: the rounded structure is faster).",
+            "",
+        ]
+        header = [
+            "model",
+            "pruned",
+            "batch",
+            "audio (s)",
+            "unrounded (ms)",
+            "rounded (ms)",
+            "change",
+            "CPU-time change",
+        ]
+        rows = []
+        for family, entry in result["families"].items():
+            for measured in entry["multiple_of_8"]:
+                for _, row in _pair_rows(measured):
+                    rows.append(
+                        [
+                            family,
+                            measured["pairs"][0]["dense"],
+                            str(row["batch_size"]),
+                            f"{row['seconds']:g}",
+                            f"{row['dense_median_ms']:.0f}",
+                            f"{row['pruned_median_ms']:.0f}",
+                            f"{1 / row['speedup'] - 1:+.1%}",
+                            f"{1 / row['cpu_speedup'] - 1:+.1%}",
+                        ]
+                    )
+        lines += markdown_table(header, rows)
+
+    if _ran(result, "threads"):
+        lines += ["", "### Thread count", ""]
+        header = [
+            "model",
+            "threads",
+            "batch",
+            "audio (s)",
+            "dense (ms)",
+            "pruned (ms)",
+            "speedup",
+            "MACs ratio",
+        ]
+        header.append("efficiency")
+        rows = []
+        for family, entry in result["families"].items():
+            for count, measured in entry["threads"].items():
+                for name, row in _pair_rows(measured):
+                    rows.append(
+                        [
+                            f"{family} {name}",
+                            count,
+                            str(row["batch_size"]),
+                            f"{row['seconds']:g}",
+                            f"{row['dense_median_ms']:.0f}",
+                            f"{row['pruned_median_ms']:.0f}",
+                            f"{row['speedup']:.2f}×",
+                            f"{row['macs_ratio']:.2f}×",
+                            f"{row['efficiency']:.0%}",
+                        ]
+                    )
+        lines += markdown_table(header, rows)
+    if _ran(result, "kernels"):
+        lines += [
+            "",
+            "### Kernels",
+            "",
+            "Single kernels at the shapes above, each group timed interleaved: median wall time, median "
+            "process CPU time and MACs per CPU second.",
+            "",
+        ]
+        rows = [
             [
-                family,
-                str(overhead["batch_size"]),
-                f"{overhead['seconds']:g}",
-                f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
-                f"{gated['median_ms']:.0f} ± {gated['iqr_ms']:.0f}",
-                f"{overhead['ratio']:.2f}×",
-                f"{overhead['cpu_ratio']:.2f}×",
+                row["group"],
+                row["variant"],
+                f"{row['median_ms']:.2f}",
+                f"{row['cpu_median_ms']:.2f}",
+                "–" if row["gmacs_per_cpu_second"] is None else f"{row['gmacs_per_cpu_second']:.1f}",
             ]
-        )
-    lines += markdown_table(header, rows)
-    lines += ["", "### Findings", "", findings(result)]
+            for row in result["kernels"]
+        ]
+        lines += markdown_table(["kernel", "variant", "wall (ms)", "CPU (ms)", "GMACs / CPU s"], rows)
+    if _ran(result, "training"):
+        lines += [
+            "",
+            "### Training overhead of the gates",
+            "",
+            'Time of one training step (forward, backward, AdamW) with `HJPruner(model, variant="macs", '
+            "target=0.4)` attached (sampled gates, loss + Lagrangian penalty) against dense fine-tuning of "
+            "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
+            "",
+        ]
+        header = [
+            "model",
+            "batch",
+            "audio (s)",
+            "dense step (ms)",
+            "gated step (ms)",
+            "ratio",
+            "CPU-time ratio",
+        ]
+        rows = []
+        for family, entry in result["families"].items():
+            overhead = entry["training_overhead"]
+            dense, gated = overhead["dense_step"], overhead["gated_step"]
+            rows.append(
+                [
+                    family,
+                    str(overhead["batch_size"]),
+                    f"{overhead['seconds']:g}",
+                    f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
+                    f"{gated['median_ms']:.0f} ± {gated['iqr_ms']:.0f}",
+                    f"{overhead['ratio']:.2f}×",
+                    f"{overhead['cpu_ratio']:.2f}×",
+                ]
+            )
+        lines += markdown_table(header, rows)
+    lines += _deployment_section(result)
+    if all(_ran(result, name) for name in EXPERIMENTS if name != "deployment"):
+        lines += ["", "### Findings", "", findings(result)]
+    elif _ran(result, "deployment"):
+        lines += ["", "### Findings", "", deployment_findings(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -789,8 +1035,8 @@ def findings(result: Mapping[str, Any]) -> str:
         f"{cpu_ms(POSITIONAL_KERNEL, 'whole module'):.1f} ms recompute its weight-norm weight (4.7 M "
         "parameters) in every forward pass. Left out of both the per-part CPU times and the MACs, the "
         f"{most} model's efficiency at that shape would be {without('positional_conv'):.0%} instead of "
-        f"{speedup('total') / ratio('total'):.0%}. Folding the weight norm into the weight once for inference "
-        '(`torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")`) removes the recomputation. '
+        f"{speedup('total') / ratio('total'):.0%}. `optimize_for_inference(model)` folds the weight norm into the "
+        "weight once and removes the recomputation (the deployment table's `PyTorch optimized` column). "
         "The recomputed weight (18 MiB) is also the largest tensor of a 1 s, batch 1 pass, which is why all "
         "models peak at the same memory there (the first conv layer's activations come next)."
     )
@@ -841,8 +1087,8 @@ def findings(result: Mapping[str, Any]) -> str:
         )
         + " (negative: faster)."
         + (
-            " Worth doing when structures are exported, e.g. by rounding the kept counts of the deterministic "
-            f"masks to multiples of 8 (it paid off at batch {' and '.join(str(b) for b in paid_off)})."
+            " `round_to=8` does this when structures are exported (it paid off at batch "
+            f"{' and '.join(str(b) for b in paid_off)}); the deployment table uses the rounded structures."
             if paid_off
             else " In whole models it did not pay off here (this shared machine's timings vary by a few percent)."
         )
@@ -856,12 +1102,10 @@ def findings(result: Mapping[str, Any]) -> str:
         f"{cpu_ms(SHORT_ATTENTION_KERNEL, 'stock, 12 heads'):.0f} ms); keeping 6 heads it takes "
         f"{cpu_ms(ATTENTION_KERNEL, 'HJPruned, 6 heads'):.0f} ms."
         + (
-            " So pruned WavLM models pay a per-head overhead on long batched inputs. Every pruned layer gathers "
-            "its heads from the shared (batch·12, T, T) relative position bias (a copy), then gates it and adds "
-            "it to the scores in separate passes, where the stock layer gates in one pass and adds the bias "
-            "inside `F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept heads of the (12, T, T) "
-            "bias before it is repeated over the batch and adding it with `torch.baddbmm` (in "
-            "`modeling_hjpruned_wavlm.py`) should remove most of it."
+            " So pruned WavLM models still pay an overhead on long batched inputs: each pruned layer selects its "
+            "heads of the shared (12, T, T) relative position bias, gates them per utterance in a separate pass "
+            "and adds them inside the score GEMM (`torch.baddbmm`), where the stock layer hands the gated bias "
+            "to `F.multi_head_attention_forward`."
             if pruned_12 > 1.05 * stock_12
             else " The pruned layer's implementation costs no more than the stock one here."
         )
@@ -907,6 +1151,8 @@ def findings(result: Mapping[str, Any]) -> str:
         + " a dense fine-tuning step: the gates scale a few weight tensors per layer and the penalty is "
         "arithmetic on unit counts, next to the forward and backward passes of the model."
     )
+    if _ran(result, "deployment"):
+        text.append(deployment_findings(result))
     runs = [repeats for _, _, repeats in result["plan"]["table"]]
     text.append(
         f"- **Noise.** Medians of {min(runs)}–{max(runs)} interleaved runs on a machine shared with other jobs: "
@@ -927,6 +1173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown-only", action="store_true", help="only rewrite the .md from the .json in --output-dir"
     )
+    parser.add_argument(
+        "--families", nargs="+", choices=list(TABLE_MODELS), default=list(TABLE_MODELS), help="model shapes"
+    )
+    parser.add_argument(
+        "--experiments",
+        nargs="+",
+        choices=list(EXPERIMENTS),
+        default=list(EXPERIMENTS),
+        help="what to measure",
+    )
     args = parser.parse_args(argv)
     json_path, md_path = args.output_dir / "speed_table.json", args.output_dir / "speed_table.md"
     if args.markdown_only:
@@ -938,12 +1194,20 @@ def main(argv: list[str] | None = None) -> int:
         def log(message: str) -> None:
             print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
-        result = run_table(QUICK if args.quick else FULL, threads=args.threads, log=log)
+        result = run_table(
+            QUICK if args.quick else FULL,
+            threads=args.threads,
+            log=log,
+            families=tuple(args.families),
+            experiments=tuple(args.experiments),
+        )
         result["command"] = " ".join(
             [
                 COMMAND,
                 *(["--quick"] if args.quick else []),
                 *([f"--threads {args.threads}"] if args.threads else []),
+                *(["--families", *args.families] if args.families != list(TABLE_MODELS) else []),
+                *(["--experiments", *args.experiments] if args.experiments != list(EXPERIMENTS) else []),
             ]
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)

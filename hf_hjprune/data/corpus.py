@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
+from ..errors import HJPruneInputError
 from .speech_synth import ACCENTS, SAMPLE_RATE, VARIANTS, SynthesisRequest, synthesize_batch
 
 logger = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def build_corpus(
         The splits `train`, `validation` and `test`, with the columns of [`FEATURES`].
     """
     if num_train < len(INTENTS):
-        raise ValueError(
+        raise HJPruneInputError(
             f"num_train must be at least the number of intents ({len(INTENTS)}), got {num_train}."
         )
     params = {
@@ -382,6 +383,11 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def held_out_speakers(seed: int = 0) -> list[str]:
+    """The voices that speak only the test split of a corpus built with `seed`."""
+    return _split_speakers(np.random.default_rng([seed, 0]))[1]
+
+
 def _split_speakers(rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """Split the voices into train/validation speakers and test speakers: per accent, one male and one female
     variant are held out for the test split."""
@@ -442,7 +448,7 @@ def _draw_utterance(
         if (text, speaker) not in taken:
             taken.add((text, speaker))
             return text, f"{intent}/{index}", speaker
-    raise ValueError(f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus.")
+    raise HJPruneInputError(f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus.")
 
 
 def _synthesize(plan: dict[str, list[dict[str, Any]]], output_dir: Path, num_workers: int) -> None:

@@ -92,25 +92,39 @@ def check_columns(dataset: DatasetDict, task: str) -> None:
             )
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """Where generated corpora are cached: `$HF_HOME/hf_hjprune`."""
     hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
     return Path(hf_home).expanduser() / "hf_hjprune"
 
 
-def _synthetic(
+def _synthetic_dir(
     num_train: int = 2000,
     num_validation: int = 200,
     num_test: int = 300,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
-) -> DatasetDict:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+) -> Path:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     # One directory per size and seed: build_corpus replaces a corpus built with other parameters.
-    corpus_dir = root / f"synthetic-seed{seed}-{num_train}-{num_validation}-{num_test}"
-    corpus = build_corpus(
-        corpus_dir, seed=seed, num_train=num_train, num_validation=num_validation, num_test=num_test
+    return root / f"synthetic-seed{seed}-{num_train}-{num_validation}-{num_test}"
+
+
+def _synthetic(**options: Any) -> DatasetDict:
+    corpus_dir = _synthetic_dir(**options)
+    sizes = {k: v for k, v in options.items() if k != "cache_dir"}
+    return _common_schema(build_corpus(corpus_dir, **sizes))
+
+
+def load_flite_test(test_split: Dataset, **options: Any) -> Dataset:
+    """The test split of the `"synthetic"` source with these `options`, spoken by flite (an
+    out-of-domain synthesizer), built once next to the corpus; see `hf_hjprune.data.flite`."""
+    from .flite import build_flite_test
+
+    corpus_dir = _synthetic_dir(**options)
+    return build_flite_test(
+        test_split, corpus_dir.with_name(f"{corpus_dir.name}-flite"), seed=options.get("seed", 0)
     )
-    return _common_schema(corpus)
 
 
 def _local(path: Path) -> DatasetDict:

@@ -50,6 +50,7 @@ _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE = 1
 _ESPEAK_PITCH = 3
 _EE_OK = 0
+_PHONEMES_IPA = 0x02
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
@@ -106,6 +107,8 @@ class _Engine:
         ]
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         # Seeds the noise of breathy variants (f2, f3, f5), which is otherwise seeded from the clock.
         self._set_rand_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
         if self._set_rand_seed is not None:
@@ -135,6 +138,17 @@ class _Engine:
         name = _VOICE_FILE_NAMES.get(accent, accent) + (f"+{variant}" if variant else "")
         if self._lib.espeak_SetVoiceByName(name.encode()) != _EE_OK:
             raise ValueError(f"Unknown eSpeak NG voice {accent!r}; English voices: {ACCENTS}.")
+
+    def phonemes(self, text: str, voice: str) -> str:
+        """The IPA phonemes eSpeak NG speaks for `text` with `voice` (words separated by spaces)."""
+        self._set_voice(voice)
+        buffer = ctypes.c_char_p(text.encode("utf-8"))
+        clauses = []
+        while buffer.value:
+            clause = self._lib.espeak_TextToPhonemes(ctypes.byref(buffer), _ESPEAK_CHARS_UTF8, _PHONEMES_IPA)
+            if clause:
+                clauses.append(clause.decode("utf-8"))
+        return " ".join(" ".join(clauses).split())
 
     def synthesize(self, request: SynthesisRequest) -> np.ndarray:
         """Synthesise at the native rate, as int16 samples."""
@@ -224,10 +238,35 @@ def synthesize_batch(
     return [np.load(stream, allow_pickle=False) for _ in requests]
 
 
+def phonemize_batch(requests: Sequence[SynthesisRequest]) -> list[str]:
+    """The IPA phonemes of each request's text in its voice's language, in a fresh Python process.
+
+    These are exactly the phonemes that [`synthesize`] speaks (rate, pitch and seed do not change them).
+    """
+    payload = json.dumps({"phonemes": True, "requests": [asdict(r) for r in requests]})
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve())],
+        input=payload.encode(),
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SpeechSynthesisError(f"The phonemizer worker failed:\n{result.stderr.decode(errors='replace')}")
+    return json.loads(result.stdout)
+
+
 def _worker_main() -> None:
-    """Read a JSON batch from stdin and write one `.npy` array per request to stdout."""
+    """Read a JSON batch from stdin and write one `.npy` array per request to stdout (or, for a
+    `phonemes` batch, a JSON list of phoneme strings)."""
     payload = json.load(sys.stdin)
     out = sys.stdout.buffer
+    if payload.get("phonemes"):
+        with _LOCK:
+            engine = _engine()
+            phonemes = [engine.phonemes(r["text"], r["voice"]) for r in payload["requests"]]
+        out.write(json.dumps(phonemes).encode())
+        out.flush()
+        return
     for fields in payload["requests"]:
         request = SynthesisRequest(**fields)
         audio = synthesize(

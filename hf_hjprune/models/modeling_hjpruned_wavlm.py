@@ -56,10 +56,20 @@ class HJPrunedWavLMAttention(WavLMAttention):
         self.max_distance = config.max_bucket_distance
         # A plain list, not a buffer: non-persistent buffers are not restored by `from_pretrained`.
         self.kept_head_indices = list(config.kept_head_indices[layer_idx])
+        self.keeps_all_heads = self.kept_head_indices == list(range(self.original_num_heads))
+        self._kept_heads_tensor: torch.Tensor | None = None
         self.gru_rel_pos_const = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
         self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
         if layer_idx == 0:
             self.rel_attn_embed = nn.Embedding(self.num_buckets, self.original_num_heads)
+
+    def kept_heads(self, device: torch.device) -> torch.Tensor:
+        """The kept head indices as a tensor on `device`, built once (not at every forward)."""
+        cached = self._kept_heads_tensor
+        if cached is None or cached.device != device:
+            cached = torch.tensor(self.kept_head_indices, dtype=torch.long, device=device)
+            self._kept_heads_tensor = cached
+        return cached
 
     def forward(
         self,
@@ -70,32 +80,47 @@ class HJPrunedWavLMAttention(WavLMAttention):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bsz, tgt_len, _ = hidden_states.size()
-        kept_heads = torch.tensor(self.kept_head_indices, dtype=torch.long, device=hidden_states.device)
         if position_bias is None:
-            # (bsz * original heads, T, T), passed on unchanged to the next layers as in the stock model
-            position_bias = self.compute_bias(tgt_len, tgt_len).unsqueeze(0).repeat(bsz, 1, 1, 1)
-            position_bias = position_bias.view(bsz * self.original_num_heads, tgt_len, tgt_len)
+            # (original heads, T, T), passed on to the next layers. Unlike the stock model it is not
+            # repeated over the batch: each layer selects its heads first, then gates them per item.
+            position_bias = self.compute_bias(tgt_len, tgt_len)
+        if self.num_heads == 0:
+            # No head left: the layer adds out_proj's bias only (a zero-size attention does not export).
+            # (a copy: under no_grad a view of the bias would be a leaf-like tensor without grad_fn)
+            output = self.out_proj.bias.expand(bsz, tgt_len, self.embed_dim).clone()
+            return output, hidden_states.new_zeros(bsz, 0, tgt_len, tgt_len), position_bias
+        kept_heads = None if self.keeps_all_heads else self.kept_heads(hidden_states.device)
+        kept_bias = position_bias if kept_heads is None else position_bias.index_select(0, kept_heads)
 
         # Gate of the relative position bias, from the layer input split into original-head chunks.
-        chunks = hidden_states.view(bsz, tgt_len, self.original_num_heads, self.head_dim).permute(0, 2, 1, 3)
-        chunks = chunks[:, kept_heads]
-        relative_position_proj = self.gru_rel_pos_linear(chunks).view(chunks.shape[:-1] + (2, 4)).sum(-1)
-        gate_a, gate_b = torch.sigmoid(relative_position_proj).chunk(2, dim=-1)
-        gate_output = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
-        kept_bias = position_bias.view(bsz, self.original_num_heads, tgt_len, tgt_len)[:, kept_heads]
-        scores_bias = gate_output * kept_bias
+        chunks = hidden_states.view(bsz, tgt_len, self.original_num_heads, self.head_dim)
+        if kept_heads is not None:
+            chunks = chunks.index_select(2, kept_heads)
+        relative_position_proj = (
+            self.gru_rel_pos_linear(chunks).view(bsz, tgt_len, self.num_heads, 2, 4).sum(-1)
+        )
+        gate_a, gate_b = torch.sigmoid(relative_position_proj.transpose(1, 2).contiguous()).chunk(2, dim=-1)
+        gate_output = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # (bsz, heads, T, 1)
+        scores_bias = (gate_output * kept_bias).view(bsz * self.num_heads, tgt_len, tgt_len)
 
         head_shape = (bsz, tgt_len, self.num_heads, self.head_dim)
-        query = self.q_proj(hidden_states).view(head_shape).transpose(1, 2) * self.scaling
-        key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2)
+        flat_shape = (bsz * self.num_heads, tgt_len, self.head_dim)
+        query = (
+            (self.q_proj(hidden_states) * self.scaling).view(head_shape).transpose(1, 2).reshape(flat_shape)
+        )
+        key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2).reshape(flat_shape)
         value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
-        scores = torch.matmul(query, key.transpose(-2, -1)) + scores_bias
+        # scores = bias + q k^T in one GEMM (not in place: FlopCounterMode counts `baddbmm`, not `baddbmm_`)
+        scores = torch.baddbmm(scores_bias, query, key.transpose(1, 2)).view(
+            bsz, self.num_heads, tgt_len, tgt_len
+        )
         if attention_mask is not None:
             padding = attention_mask.ne(1)[:, None, None, :]
             scores = scores.masked_fill(padding, float("-inf"))
         attn_weights = nn.functional.softmax(scores, dim=-1)
         attn_probs = nn.functional.dropout(attn_weights, p=self.dropout, training=self.training)
-        attn_output = torch.matmul(attn_probs, value).transpose(1, 2).reshape(bsz, tgt_len, -1)
+        attn_output = torch.matmul(attn_probs, value).transpose(1, 2)
+        attn_output = attn_output.reshape(bsz, tgt_len, self.num_heads * self.head_dim)
         return self.out_proj(attn_output), attn_weights, position_bias
 
 
