@@ -25,6 +25,9 @@ What is measured:
   workspaces, not the weights), replayed from `torch.profiler` memory events. It excludes the
   allocator's own overhead and memory that libraries allocate outside PyTorch. On CUDA,
   `torch.cuda.max_memory_allocated` during the pass minus the memory allocated before it.
+- training process memory (`--training-overhead`, CPU): the peak resident set size of a fresh
+  process that loads the model and runs two training steps, dense and gated: what each process of
+  a multi-process (`accelerate launch`) run needs, interpreter and libraries included.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import copy
 import datetime
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +54,18 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    PreTrainedModel,
+)
 
+from .atomic import atomic_write_text
 from .cost import count_macs, count_params
+from .errors import HJPruneInputError
+from .memory import current_rss_mib, peak_rss_mib
 from .pruner import HJPruner
 from .structure import FAMILIES, head_of
 
@@ -88,7 +102,7 @@ def load_model(name_or_path: str) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load {name_or_path!r}: {err}") from err
+        raise HJPruneInputError(f"cannot load {name_or_path!r}: {err}") from err
     wanted = set(getattr(config, "architectures", None) or [])
     errors = []
     for auto_class in AUTO_CLASSES:
@@ -100,7 +114,7 @@ def load_model(name_or_path: str) -> nn.Module:
         except (OSError, ValueError) as err:
             errors.append(f"{auto_class.__name__}: {err}")
     detail = "; ".join(errors) or f"no Auto class builds {sorted(wanted) or type(config).__name__}"
-    raise ValueError(f"cannot load {name_or_path!r}: {detail}")
+    raise HJPruneInputError(f"cannot load {name_or_path!r}: {detail}")
 
 
 def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
@@ -113,7 +127,7 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     recipe = summary.get("recipe", {})
     source = recipe.get("model")
     if not source:
-        raise ValueError(f"{run_dir}/summary.json names no starting model (recipe.model)")
+        raise HJPruneInputError(f"{run_dir}/summary.json names no starting model (recipe.model)")
     head = head_of(pruned)
     task = {}
     if head == "ctc":
@@ -133,14 +147,14 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
                 source, ignore_mismatched_sizes=True, **overrides
             )
         except (OSError, ValueError) as err:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"cannot load the run's starting model {source!r} ({err}); pass it with --dense PATH"
             ) from err
     recorded = summary.get("macs", {})
     if "before" in recorded and "seconds" in recorded:
         expected, actual = recorded["before"]["total"], count_macs(dense, recorded["seconds"]).total
         if abs(expected - actual) > 1e-6 * expected:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"the starting model {source!r} has {actual:.4g} MACs but the run recorded {expected:.4g}: "
                 "pass the run's starting model with --dense PATH"
             )
@@ -347,7 +361,7 @@ def benchmark_models(
     devices = list(devices) if devices is not None else default_devices()
     for dense, pruned in pairs:
         if dense not in models or pruned not in models:
-            raise ValueError(f"pair ({dense!r}, {pruned!r}) names a model that is not benchmarked")
+            raise HJPruneInputError(f"pair ({dense!r}, {pruned!r}) names a model that is not benchmarked")
     home = {name: next(model.parameters()).device for name, model in models.items()}
     with intra_op_threads(threads) as used_threads:
         result: dict[str, Any] = {
@@ -487,7 +501,7 @@ def benchmark_pair(
     ideal speedup) and `efficiency` (speedup / MACs ratio).
     """
     if names[0] == names[1]:
-        raise ValueError(f"the two models need different names, got {names}")
+        raise HJPruneInputError(f"the two models need different names, got {names}")
     return benchmark_models(
         dict(zip(names, (dense, pruned))),
         pairs=[names],
@@ -527,6 +541,94 @@ def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return output.last_hidden_state.float().pow(2).mean()  # a base model has no task loss
 
 
+def training_step(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], variant: str | None, target: float, seconds: float
+) -> Callable[[], None]:
+    """One training step of `model` on `batch` (forward, backward, AdamW), as a function to call.
+
+    With a `variant`, `HJPruner(variant, target)` is attached to `model` and the step adds its budget
+    penalty to the loss (gates and λ in their own optimizer groups); with None the model trains plainly.
+    """
+    if variant is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def dense_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            _loss(model, batch).backward()
+            optimizer.step()
+
+        return dense_step
+    pruner = HJPruner(model, variant=variant, target=target, seconds=seconds)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(model.parameters())},
+            {"params": pruner.gate_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+            {"params": pruner.lagrangian_parameters(), "lr": 1e-2, "weight_decay": 0.0},
+        ],
+        lr=1e-5,
+    )
+    counter = {"step": 0}
+
+    def gated_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        (_loss(model, batch) + pruner.penalty(counter["step"])).backward()
+        optimizer.step()
+        counter["step"] += 1
+
+    return gated_step
+
+
+def _training_process_rss(
+    model_dir: str,
+    variant: str | None,
+    target: float,
+    seconds: float,
+    batch_size: int,
+    steps: int,
+    threads: int | None,
+) -> dict[str, float | None]:
+    """Run in a fresh process: load a model, train it `steps` steps; RSS after loading and at the peak."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = load_model(model_dir).train()
+    model.config.layerdrop = 0.0
+    loaded = current_rss_mib()
+    step = training_step(model, _training_batch(model, batch_size, seconds, "cpu"), variant, target, seconds)
+    for _ in range(steps):
+        step()
+    return {"after_loading_mib": loaded, "peak_mib": peak_rss_mib()}
+
+
+def training_process_memory(
+    model: PreTrainedModel,
+    seconds: float = 1.0,
+    batch_size: int = 4,
+    variant: str = "macs",
+    target: float = 0.4,
+    steps: int = 2,
+    threads: int | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """Peak resident memory (RSS, MiB) of one training process on the CPU, dense and gated.
+
+    Each kind runs in a fresh Python process (spawned; the two side by side) that loads a copy of
+    `model`, then trains it `steps` steps as in `training_overhead`: the peak holds the interpreter and
+    libraries, the weights, gradients, AdamW state and activations, what each process of a
+    multi-process run needs. Returns `{"dense": ..., "gated": ...}`, each with `after_loading_mib`
+    (RSS once the model is loaded) and `peak_mib`.
+    """
+    with tempfile.TemporaryDirectory(prefix="hjprune-bench-") as folder, contextlib.ExitStack() as stack:
+        model.save_pretrained(folder)
+        context = multiprocessing.get_context("spawn")
+        futures = {}
+        for name, kind in (("dense", None), ("gated", variant)):
+            # One pool (one process) per kind: a process's peak RSS is a high-water mark.
+            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=context))
+            futures[name] = pool.submit(
+                _training_process_rss, folder, kind, target, seconds, batch_size, steps, threads
+            )
+        return {name: future.result() for name, future in futures.items()}
+
+
 def training_overhead(
     model: nn.Module,
     seconds: float = 1.0,
@@ -537,43 +639,25 @@ def training_overhead(
     target: float = 0.4,
     threads: int | None = None,
     device: str = "cpu",
+    process_memory: bool = False,
 ) -> dict[str, Any]:
     """Time of a gated training step against a dense fine-tuning step of the same model and batch.
 
-    A step is forward, backward and an AdamW step. The gated copy has `HJPruner(variant, target)`
-    attached and adds the budget penalty to the loss; the dense copy trains plainly. Both are copies
-    of `model` in train mode with LayerDrop off (a skipped layer would make step times random); their
-    steps are interleaved. Returns `dense_step` and `gated_step` summaries (see `summarize`, plus
-    `cpu_median_ms` and `peak_memory_mib`: the peak of one more step, see `peak_step_memory_mib`),
-    `ratio` = gated median / dense median, `cpu_ratio`, the same in CPU time, and `memory_ratio`.
+    A step is forward, backward and an AdamW step (see `training_step`). The gated copy has
+    `HJPruner(variant, target)` attached and adds the budget penalty to the loss; the dense copy
+    trains plainly. Both are copies of `model` in train mode with LayerDrop off (a skipped layer would
+    make step times random); their steps are interleaved. Returns `dense_step` and `gated_step`
+    summaries (see `summarize`, plus `cpu_median_ms` and `peak_memory_mib`: the peak of one more
+    step, see `peak_step_memory_mib`), `ratio` = gated median / dense median, `cpu_ratio`, the same
+    in CPU time, and `memory_ratio`. With `process_memory` (CPU only), also `peak_rss_mib`: the peak
+    resident memory of one whole training process, dense and gated (see `training_process_memory`).
     """
     dense, gated = (copy.deepcopy(model).to(device).train() for _ in range(2))
     for copied in (dense, gated):
         copied.config.layerdrop = 0.0
-    pruner = HJPruner(gated, variant=variant, target=target, seconds=seconds)
-    dense_optimizer = torch.optim.AdamW(dense.parameters(), lr=1e-5)
-    gated_optimizer = torch.optim.AdamW(
-        [
-            {"params": list(gated.parameters())},
-            {"params": pruner.gate_parameters(), "lr": 1e-2, "weight_decay": 0.0},
-            {"params": pruner.lagrangian_parameters(), "lr": 1e-2, "weight_decay": 0.0},
-        ],
-        lr=1e-5,
-    )
     batch = _training_batch(model, batch_size, seconds, device)
-    counter = {"step": 0}
-
-    def dense_step() -> None:
-        dense_optimizer.zero_grad(set_to_none=True)
-        _loss(dense, batch).backward()
-        dense_optimizer.step()
-
-    def gated_step() -> None:
-        gated_optimizer.zero_grad(set_to_none=True)
-        (_loss(gated, batch) + pruner.penalty(counter["step"])).backward()
-        gated_optimizer.step()
-        counter["step"] += 1
-
+    dense_step = training_step(dense, batch, None, target, seconds)
+    gated_step = training_step(gated, batch, variant, target, seconds)
     with intra_op_threads(threads) as used_threads:
         timings = interleaved_times({"dense": dense_step, "gated": gated_step}, repeats, warmup, device)
         # One more step of each under the memory profiler, after the timed ones (it slows the step down).
@@ -583,7 +667,7 @@ def training_overhead(
         }
     times, cpu = timings.wall_ms, {name: float(np.median(t)) for name, t in timings.cpu_ms.items()}
     dense_summary, gated_summary = summarize(times["dense"]), summarize(times["gated"])
-    return {
+    result = {
         "device": device,
         "batch_size": batch_size,
         "seconds": seconds,
@@ -607,6 +691,11 @@ def training_overhead(
         "cpu_ratio": cpu["gated"] / cpu["dense"],
         "memory_ratio": memory["gated"] / memory["dense"],
     }
+    if process_memory and device == "cpu":
+        result["peak_rss_mib"] = training_process_memory(
+            model, seconds, batch_size, variant, target, steps=2, threads=used_threads
+        )
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,6 +835,27 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
             ],
         )
         lines += ["", "(± is the interquartile range; CPU time is the process CPU time of all threads.)"]
+        memory_rows = [row for row in overhead if row.get("peak_rss_mib")]
+        if memory_rows:
+            lines += [
+                "",
+                "Peak resident memory (RSS) of one training process (fresh process: load, 2 steps):",
+                "",
+            ]
+            lines += markdown_table(
+                ["model", "batch", "audio (s)", "dense (MiB)", "gated (MiB)", "after loading (MiB)"],
+                [
+                    [
+                        _model_label(row["model"]),
+                        str(row["batch_size"]),
+                        f"{row['seconds']:g}",
+                        f"{row['peak_rss_mib']['dense']['peak_mib']:.0f}",
+                        f"{row['peak_rss_mib']['gated']['peak_mib']:.0f}",
+                        f"{row['peak_rss_mib']['dense']['after_loading_mib']:.0f}",
+                    ]
+                    for row in memory_rows
+                ],
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -794,7 +904,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="intra-op CPU threads (default: torch's, all usable cores)"
     )
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak memory measurement")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory measurements (peak memory of a forward pass; with --training-overhead, the "
+        "peak RSS of a training process)",
+    )
     parser.add_argument(
         "--training-overhead",
         action="store_true",
@@ -814,18 +929,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `hjprune bench` with parsed arguments; prints the markdown tables."""
     if args.pair and args.models:
-        raise ValueError("give either --pair RUN_DIR or one or two models, not both")
+        raise HJPruneInputError("give either --pair RUN_DIR or one or two models, not both")
     if not args.pair and not 1 <= len(args.models) <= 2:
-        raise ValueError("give one model, two models (dense then pruned) or --pair RUN_DIR")
+        raise HJPruneInputError("give one model, two models (dense then pruned) or --pair RUN_DIR")
     if args.dense and not args.pair:
-        raise ValueError("--dense goes with --pair")
+        raise HJPruneInputError("--dense goes with --pair")
     if args.repeats < 1 or args.warmup < 0:
-        raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+        raise HJPruneInputError("--repeats must be at least 1 and --warmup at least 0")
     transformers.logging.disable_progress_bar()
     if args.pair:
         run_dir = Path(args.pair)
         if not (run_dir / "summary.json").is_file() or not (run_dir / "model").is_dir():
-            raise ValueError(f"{run_dir} is not a run folder: it needs summary.json and model/")
+            raise HJPruneInputError(f"{run_dir} is not a run folder: it needs summary.json and model/")
         pruned = load_model(str(run_dir / "model"))
         dense = load_model(args.dense) if args.dense else dense_model_of_run(run_dir, pruned)
         models = {args.dense or "dense (run's starting model)": dense, str(run_dir / "model"): pruned}
@@ -867,6 +982,7 @@ def run(args: argparse.Namespace) -> int:
                     repeats=args.repeats,
                     warmup=args.warmup,
                     device=device,
+                    process_memory=not args.no_memory,
                 ),
             }
             for device in result["settings"]["devices"]
@@ -874,8 +990,7 @@ def run(args: argparse.Namespace) -> int:
     markdown = bench_markdown(result)
     for path, text in ((args.output_json, json.dumps(result, indent=2) + "\n"), (args.output_md, markdown)):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+            atomic_write_text(path, text)
     sys.stdout.write(markdown)
     return 0
 
@@ -886,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except ValueError as err:
+    except HJPruneInputError as err:
         parser.exit(2, f"error: {err}\n")
 
 

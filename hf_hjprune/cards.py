@@ -26,6 +26,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PretrainedConfig
 
+from .errors import HJPruneInputError
 from .recipes import TINY_PREFIX
 from .structure import FAMILIES
 
@@ -84,7 +85,9 @@ def family_name(config: PretrainedConfig | Mapping[str, Any]) -> str:
     model_type = _config_dict(config).get("model_type", "")
     family = model_type.removeprefix("hjpruned_")
     if family not in FAMILIES:
-        raise ValueError(f"unsupported model_type {model_type!r}: expected one of {', '.join(FAMILIES)}")
+        raise HJPruneInputError(
+            f"unsupported model_type {model_type!r}: expected one of {', '.join(FAMILIES)}"
+        )
     return family
 
 
@@ -577,7 +580,10 @@ def card_from_summary(
         f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
     ]
     if skipped:
-        body.append(f"- **Skipped audio files:** {skipped} (unreadable or too short), see `summary.json`")
+        body.append(
+            f"- **Skipped audio files:** {skipped} (unusable: corrupt, truncated, silent, too short or too "
+            "long), counted by reason in `summary.json`"
+        )
     body += [
         "",
         "## Structure",
@@ -622,7 +628,7 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     paths = {"summary": run_dir / "summary.json", "config": run_dir / "model" / "config.json"}
     for path in paths.values():
         if not path.is_file():
-            raise ValueError(f"{run_dir} is not a finished run folder: {path} is missing")
+            raise HJPruneInputError(f"{run_dir} is not a finished run folder: {path} is missing")
     summary, config = (json.loads(path.read_text(encoding="utf-8")) for path in paths.values())
     bench_path = run_dir / "bench.json"
     bench = json.loads(bench_path.read_text(encoding="utf-8")) if bench_path.is_file() else None

@@ -1,7 +1,9 @@
 """The `hjprune` command: one subcommand per module.
 
 A subcommand module has a docstring (its first line is the help text), `add_arguments(parser)` and
-`run(args)`; register it in `SUBCOMMANDS`.
+`run(args)`; register it in `SUBCOMMANDS`. A mistake in the input (`HJPruneInputError`) is printed in
+one line with exit status 2; any other exception is a bug or an environment problem and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+
+from .errors import HJPruneInputError
 
 SUBCOMMANDS: dict[str, str] = {
     "pretrain": "hf_hjprune.pretrain",
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         status = args.run(args)
-    except ValueError as err:  # bad input, explained by the message: no traceback
+    except HJPruneInputError as err:  # bad input, explained by the message: no traceback
         args.parser.exit(2, f"{args.parser.prog}: error: {err}\n")
     return status or 0
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
+from .errors import HJPruneInputError
 from .structure import family_of, head_of, unit_counts
 
 Number = float | torch.Tensor
@@ -63,7 +64,9 @@ def _sequence_lengths(config: PretrainedConfig, num_samples: int) -> list[int]:
     for kernel, stride in zip(config.conv_kernel, config.conv_stride):
         length = (length - kernel) // stride + 1
         if length < 1:
-            raise ValueError(f"{num_samples} samples are shorter than the receptive field of the conv layers")
+            raise HJPruneInputError(
+                f"{num_samples} samples are shorter than the receptive field of the conv layers"
+            )
         lengths.append(length)
     return lengths
 

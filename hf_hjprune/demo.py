@@ -15,11 +15,11 @@ and `DIR/<run>/summary.json`; the comparison goes to `DIR/results.md` and `DIR/r
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_json, atomic_write_text
 from .recipes import load_recipe
 from .train import prepare_data, train_all
 
@@ -35,6 +35,7 @@ QUICK_OVERRIDES = (
     "max_steps=3",
     "batch_size=4",
     "eval_steps=0",
+    "log_steps=1",
     "data_options.num_train=32",
     "data_options.num_validation=8",
     "data_options.num_test=8",
@@ -84,13 +85,13 @@ def run_demo(output_dir: str | Path, quick: bool = False, jobs: int = 2) -> list
     summaries = train_all(recipes, jobs)
     rows = [result_row(label, summary) for (_, label), summary in zip(RUNS, summaries)]
     table = format_table(rows)
-    (output_dir / "results.md").write_text(
+    atomic_write_text(
+        output_dir / "results.md",
         f"# HJ-Pruning demo\n\nTest split of the synthetic spoken-command corpus (held-out speakers and "
         f"templates); out of domain: the same sentences spoken by flite. Total wall time: "
         f"{time.perf_counter() - started:.0f} s.\n\n{table}\n",
-        encoding="utf-8",
     )
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "results.json", rows)
     print(table)
     return rows
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForAudioClassification, AutoModelForCTC, PreTrainedModel
 
+from .errors import HJPruneInputError
 from .start_models import resolve_model
 
 
@@ -50,16 +51,16 @@ class DistillationConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown or "teacher" not in values:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"distillation needs a 'teacher' and takes {sorted(known)}; got unknown {unknown}"
                 if unknown
                 else "distillation needs a 'teacher' (the path of the dense fine-tuned model)"
             )
         config = cls(**values)
         if config.temperature <= 0 or min(config.logits_weight, config.hidden_weight, config.task_weight) < 0:
-            raise ValueError("distillation: temperature must be positive and the weights not negative")
+            raise HJPruneInputError("distillation: temperature must be positive and the weights not negative")
         if config.logits_weight == config.hidden_weight == 0:
-            raise ValueError(
+            raise HJPruneInputError(
                 "distillation: logits_weight and hidden_weight are both 0; drop distillation instead"
             )
         return config
@@ -84,13 +85,13 @@ class Distiller(nn.Module):
         depth = student.config.num_hidden_layers
         layers = config.hidden_layers or [depth]
         if any(not 0 <= layer <= depth for layer in layers):
-            raise ValueError(f"distillation hidden_layers {layers} must lie in 0..{depth}")
+            raise HJPruneInputError(f"distillation hidden_layers {layers} must lie in 0..{depth}")
         self.layers = list(layers) if config.hidden_weight else []
         self.projections = nn.ModuleList(
             nn.Linear(student.config.hidden_size, teacher.config.hidden_size) for _ in self.layers
         )
         if teacher.config.num_hidden_layers != depth and self.layers:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"hidden-state distillation pairs layers: the teacher has {teacher.config.num_hidden_layers}, "
                 f"the student {depth}"
             )

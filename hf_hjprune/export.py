@@ -44,6 +44,7 @@ from torch.nn.utils.parametrizations import _WeightNorm
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2PreTrainedModel
 
+from .errors import HJPruneInputError
 from .structure import family_of, head_of
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
         parametrizations = module.parametrizations
         for tensor_name in parametrizations.keys():
             if not all(isinstance(p, _WeightNorm) for p in parametrizations[tensor_name]):
-                raise ValueError(
+                raise HJPruneInputError(
                     f"{type(module).__name__}.{tensor_name} has a parametrization other than weight norm "
                     "(HJPruner gates?): use pruner.export() and optimise the pruned model"
                 )
@@ -258,7 +259,7 @@ class OnnxRuntimeModel(nn.Module):
         directory = Path(directory)
         path = directory / FILES[quantization or "fp32"]
         if not path.is_file():
-            raise ValueError(f"{directory} has no {path.name}: export it with hjprune export")
+            raise HJPruneInputError(f"{directory} has no {path.name}: export it with hjprune export")
         config = transformers.AutoConfig.from_pretrained(directory)
         return cls(path, config, threads=threads)
 
@@ -318,7 +319,9 @@ def export(
     Runtime on `parity_batch()` and compared with `model` in eval mode.
     """
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}")
+        raise HJPruneInputError(
+            f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}"
+        )
     ort = _onnxruntime()
     import onnx
 
@@ -478,7 +481,9 @@ def run(args: argparse.Namespace) -> int:
 
     source, run_dir = resolve_source(args.model)
     if args.evaluate and run_dir is None:
-        raise ValueError("--evaluate needs a training run folder (summary.json, model/): its test split")
+        raise HJPruneInputError(
+            "--evaluate needs a training run folder (summary.json, model/): its test split"
+        )
     output = (
         Path(args.output)
         if args.output

@@ -15,12 +15,14 @@ import math
 import torch
 from torch import nn
 
+from .errors import HJPruneInputError
+
 
 def rounded_count(expected: float, size: int, round_to: int = 1, minimum: int = 0) -> int:
     """Units a layer keeps: `expected` rounded to the nearest multiple of `round_to`, at least
     `minimum` (itself rounded up to a multiple), at most `size` (the whole layer, a multiple or not)."""
     if round_to < 1:
-        raise ValueError(f"round_to must be at least 1, got {round_to}")
+        raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
     count = round_to * int(round(expected / round_to))
     count = max(count, round_to * math.ceil(minimum / round_to))
     return min(size, count)

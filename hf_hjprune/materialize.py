@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import HJPruneInputError
 from .gates import rounded_count
 from .structure import (
     GROUPS,
@@ -51,7 +52,7 @@ def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores 
     """
     state = model.state_dict()
     if any(_GATED_KEY.search(name) for name in state):
-        raise ValueError(
+        raise HJPruneInputError(
             "model has HJPruner gates attached: use pruner.export() for the pruned model, "
             "or pruner.detach() first to prune the un-gated weights"
         )
@@ -141,7 +142,9 @@ def build_pruned(model: nn.Module, keep: Keep, state_dict: Mapping[str, torch.Te
 def _normalise_keep(keep: Keep, counts: dict[str, list[int]]) -> dict[str, list[list[int]]]:
     unknown = set(keep) - set(GROUPS)
     if unknown:
-        raise ValueError(f"unknown unit group(s) {sorted(unknown)} in keep; expected some of {list(GROUPS)}")
+        raise HJPruneInputError(
+            f"unknown unit group(s) {sorted(unknown)} in keep; expected some of {list(GROUPS)}"
+        )
     result = {}
     for group in GROUPS:
         sizes = counts[group]
@@ -150,18 +153,18 @@ def _normalise_keep(keep: Keep, counts: dict[str, list[int]]) -> dict[str, list[
             continue
         layers = keep[group]
         if len(layers) != len(sizes):
-            raise ValueError(
+            raise HJPruneInputError(
                 f"keep[{group!r}] has {len(layers)} lists, expected one per layer ({len(sizes)})"
             )
         result[group] = []
         for i, (kept, size) in enumerate(zip(layers, sizes)):
             kept = sorted(int(k) for k in kept)
             if len(set(kept)) != len(kept):
-                raise ValueError(f"keep[{group!r}][{i}] has duplicate indices")
+                raise HJPruneInputError(f"keep[{group!r}][{i}] has duplicate indices")
             if kept and not (0 <= kept[0] and kept[-1] < size):
-                raise ValueError(f"keep[{group!r}][{i}] has indices outside [0, {size})")
+                raise HJPruneInputError(f"keep[{group!r}][{i}] has indices outside [0, {size})")
             if group == "conv" and not kept:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"keep['conv'][{i}] is empty: every conv layer must keep at least one channel"
                 )
             result[group].append(kept)

@@ -57,7 +57,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import (
     AutoModel,
     PreTrainedModel,
@@ -67,16 +66,28 @@ from transformers import (
 )
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
+from .atomic import atomic_write_json, partial_directory, publish_directory
 from .cost import count_macs, count_params
 from .data.augment import Augmentation
 from .data.collate import build_feature_extractor, build_tokenizer
 from .data.speech_synth import SAMPLE_RATE
 from .data.unlabeled import UnlabeledAudio, load_unlabeled
+from .errors import HJPruneInputError
+from .progress import ProgressReporter, quiet_progress_bars
 from .recipes import RECIPES_DIR, read_recipe_values, validate_fields
 from .start_models import resolve_model
 from .structure import FAMILIES, family_of
-from .targets import Codebook, TargetError, layer_features, mfcc_features
-from .train import JsonlTracker, Progress, _truncate_metrics, checkpoints, linear_schedule, save_checkpoint
+from .targets import Codebook, layer_features, mfcc_features
+from .train import (
+    JsonlTracker,
+    Progress,
+    StopSignal,
+    _start,
+    _truncate_metrics,
+    checkpoints,
+    linear_schedule,
+    save_checkpoint,
+)
 
 logger = get_logger(__name__)
 
@@ -193,9 +204,11 @@ class PretrainRecipe:
                    "ctc_targets": CTC_TARGETS}  # fmt: skip
         for name, options in choices.items():
             if getattr(self, name) not in options:
-                raise ValueError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+                raise HJPruneInputError(
+                    f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}"
+                )
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+            raise HJPruneInputError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in (
             "max_steps",
             "batch_size",
@@ -204,36 +217,40 @@ class PretrainRecipe:
             "mask_time_length",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "weight_decay", "target_layer"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.validation_windows < 1 or self.kmeans_utterances < 1 or self.num_negatives < 1:
-            raise ValueError("validation_windows, kmeans_utterances and num_negatives must be at least 1")
+            raise HJPruneInputError(
+                "validation_windows, kmeans_utterances and num_negatives must be at least 1"
+            )
         if not 0.0 < self.mask_time_prob <= 1.0:
-            raise ValueError(f"mask_time_prob must be in (0, 1], got {self.mask_time_prob}")
+            raise HJPruneInputError(f"mask_time_prob must be in (0, 1], got {self.mask_time_prob}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if self.crop_seconds < 0.1:
-            raise ValueError(f"crop_seconds must be at least 0.1, got {self.crop_seconds}")
+            raise HJPruneInputError(f"crop_seconds must be at least 0.1, got {self.crop_seconds}")
         if (
             self.objective == "hubert"
             and self.targets == "layer"
             and not (self.target_model or self.init_from)
         ):
-            raise ValueError(
+            raise HJPruneInputError(
                 "targets: layer needs a target_model (or init_from) whose hidden states are clustered"
             )
         if self.objective == "wav2vec2" and self.family != "wav2vec2" and self.init_from is None:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"the wav2vec2 (contrastive) objective needs the wav2vec2 family, not {self.family!r}"
             )
         if len(self.gumbel_temperature) != 3:
-            raise ValueError(f"gumbel_temperature is [start, end, decay], got {self.gumbel_temperature}")
+            raise HJPruneInputError(
+                f"gumbel_temperature is [start, end, decay], got {self.gumbel_temperature}"
+            )
         unknown = set(self.augmentation) - {f.name for f in dataclasses.fields(Augmentation)}
         if unknown:
             known = ", ".join(f.name for f in dataclasses.fields(Augmentation))
-            raise ValueError(f"unknown augmentation field(s) {sorted(unknown)}; known: {known}")
+            raise HJPruneInputError(f"unknown augmentation field(s) {sorted(unknown)}; known: {known}")
 
     @property
     def num_warmup_steps(self) -> int:
@@ -251,7 +268,7 @@ class PretrainRecipe:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"unknown pretraining recipe key(s) {unknown} in {source}; known keys: {', '.join(known)}"
             )
         return cls(**values)
@@ -281,7 +298,7 @@ class WindowSampler:
     def window(self, rng: np.random.Generator, num_samples: int) -> np.ndarray:
         """`num_samples` consecutive samples, continuing into the next utterances where one ends."""
         if num_samples > self.total:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"the audio holds {self.total / SAMPLE_RATE:.1f} s, less than one {num_samples / SAMPLE_RATE:.1f} s window"
             )
         position = int(rng.integers(self.total - num_samples + 1))
@@ -371,7 +388,7 @@ class UtteranceBatches:
             key=lengths.__getitem__,
         )
         if not self.eligible:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"no transcribed utterance is at most {self.max_samples / SAMPLE_RATE:.1f} s long"
             )
         self.mean_seconds = float(np.mean([lengths[i] for i in self.eligible])) / SAMPLE_RATE
@@ -575,7 +592,7 @@ def _window_batches(recipe: PretrainRecipe, encoder: PreTrainedModel, source: Un
                     augmentation: Augmentation, seed: int) -> PretrainingBatches:  # fmt: skip
     num_frames = int(encoder._get_feat_extract_output_lengths(torch.tensor(recipe.crop_samples)))
     if num_frames < recipe.mask_time_length:
-        raise ValueError(
+        raise HJPruneInputError(
             f"crop_seconds={recipe.crop_seconds} gives {num_frames} frames, fewer than "
             f"mask_time_length={recipe.mask_time_length}"
         )
@@ -628,7 +645,7 @@ def contrastive_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_aud
                      accelerator: Accelerator) -> Task:  # fmt: skip
     """wav2vec 2.0: `Wav2Vec2ForPreTraining` around the encoder, negatives sampled per batch."""
     if family_of(encoder).name != "wav2vec2":
-        raise ValueError(
+        raise HJPruneInputError(
             f"the wav2vec2 (contrastive) objective needs a wav2vec2 encoder, not {family_of(encoder).name}"
         )
     model = Wav2Vec2ForPreTraining(encoder.config)
@@ -654,7 +671,7 @@ def ctc_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_audio: Unla
     """Supervised: CTC over what eSpeak NG spoke (broad speech only): its phonemes, or the text of the
     utterances in `languages` spelled with the characters of `TEXT_CHARACTERS`; whole utterances."""
     if not hasattr(train_audio, "rows"):
-        raise ValueError(
+        raise HJPruneInputError(
             f"the ctc objective needs transcribed audio (data: broad_speech), not {recipe.data!r}"
         )
     transcripts = {
@@ -662,7 +679,7 @@ def ctc_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_audio: Unla
         for name, audio in (("train", train_audio), ("validation", validation_audio))
     }
     if not any(transcripts["train"]) or not any(transcripts["validation"]):
-        raise ValueError(
+        raise HJPruneInputError(
             f"no utterance has a {recipe.ctc_targets} transcript in languages {recipe.languages}"
         )
     tokenizer = build_tokenizer([t for t in transcripts["train"] if t])
@@ -737,14 +754,8 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     """Run a pretraining recipe to the end and return its summary (also in `output_dir/summary.json`)."""
     # 1. Run directory, accelerator, seed.
     output_dir = Path(recipe.output_dir)
-    found = checkpoints(output_dir)
-    if resume and not found:
-        raise ValueError(f"--resume: no checkpoint to resume from in {output_dir / 'checkpoints'}")
-    if found and not resume:
-        raise ValueError(
-            f"{output_dir} holds checkpoints of an earlier run (up to {found[-1].name}): pass --resume to "
-            "continue it, or choose another output_dir"
-        )
+    checkpoint = _start(output_dir, resume)  # --resume without a checkpoint yet starts over
+    quiet_progress_bars()
     accelerator = Accelerator(
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
         mixed_precision=recipe.mixed_precision,
@@ -780,9 +791,9 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
-    if found and resume:
-        logger.info(f"Resuming from {found[-1]}", main_process_only=True)
-        accelerator.load_state(str(found[-1]))
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}", main_process_only=True)
+        accelerator.load_state(str(checkpoint))
     if accelerator.is_main_process:
         _truncate_metrics(output_dir / "metrics.jsonl", progress.step)
     accelerator.init_trackers("hjprune-pretrain")
@@ -791,47 +802,52 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     contrastive = accelerator.unwrap_model(objective).model if recipe.objective == "wav2vec2" else None
     window: dict[str, float] = {}
     low_perplexity_logs = 0
-    progress_bar = tqdm(total=recipe.max_steps, initial=progress.step, desc="pretrain",
-                        disable=not accelerator.is_local_main_process)  # fmt: skip
+    reporter = ProgressReporter(recipe.max_steps, progress.step, desc="pretrain",
+                                enabled=accelerator.is_local_main_process, logger=logger.logger)  # fmt: skip
     objective.train()
     started, seconds_before = time.perf_counter(), progress.train_seconds
-    while progress.step < recipe.max_steps:
-        if contrastive is not None:
-            contrastive.set_gumbel_temperature(gumbel_temperature(recipe, progress.step))
-        for micro in range(recipe.gradient_accumulation_steps):
-            batch = task.train_batch(progress.step, micro, accelerator.process_index)
-            with accelerator.accumulate(objective):
-                loss, metrics = objective(**_to_device(batch, accelerator.device))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(objective.parameters(), recipe.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            for name, value in {"loss": loss.detach(), **metrics}.items():
-                window[name] = window.get(name, 0.0) + float(value) / recipe.gradient_accumulation_steps
-        window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
-        scheduler.step()
-        progress.step += 1
-        progress.train_seconds = seconds_before + time.perf_counter() - started
-        progress_bar.update(1)
-        if progress.step % recipe.log_steps == 0:
-            logged = {f"train/{name}": total / recipe.log_steps for name, total in window.items()}
-            window.clear()
-            logged.update({
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/seconds": progress.train_seconds,
-                "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, task.seconds_per_item),
-            })  # fmt: skip
-            accelerator.log(logged, step=progress.step)
-            progress_bar.set_postfix(loss=f"{logged['train/loss']:.3f}")
+    with StopSignal() as stop, contextlib.closing(reporter):
+        while progress.step < recipe.max_steps:
             if contrastive is not None:
-                low_perplexity_logs = check_collapse(recipe, progress.step, logged, low_perplexity_logs)
-        if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
-            metrics = evaluate(objective, task.validation, accelerator)
-            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=progress.step)
-        if recipe.checkpoint_steps and progress.step % recipe.checkpoint_steps == 0:
-            save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-    progress_bar.close()
+                contrastive.set_gumbel_temperature(gumbel_temperature(recipe, progress.step))
+            for micro in range(recipe.gradient_accumulation_steps):
+                batch = task.train_batch(progress.step, micro, accelerator.process_index)
+                with accelerator.accumulate(objective):
+                    loss, metrics = objective(**_to_device(batch, accelerator.device))
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(objective.parameters(), recipe.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                for name, value in {"loss": loss.detach(), **metrics}.items():
+                    window[name] = window.get(name, 0.0) + float(value) / recipe.gradient_accumulation_steps
+            window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
+            scheduler.step()
+            progress.step += 1
+            progress.train_seconds = seconds_before + time.perf_counter() - started
+            if progress.step % recipe.log_steps == 0:
+                logged = {f"train/{name}": total / recipe.log_steps for name, total in window.items()}
+                window.clear()
+                logged.update({
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/seconds": progress.train_seconds,
+                    "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, task.seconds_per_item),
+                })  # fmt: skip
+                accelerator.log(logged, step=progress.step)
+                reporter.update(progress.step, {"loss": f"{logged['train/loss']:.3f}"})
+                if contrastive is not None:
+                    low_perplexity_logs = check_collapse(recipe, progress.step, logged, low_perplexity_logs)
+            if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
+                metrics = evaluate(objective, task.validation, accelerator)
+                accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=progress.step)
+            reporter.update(progress.step)
+            saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
+            if saved:
+                save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
+            if progress.step < recipe.max_steps:  # SIGTERM: a checkpoint of this step, then stop
+                stop.checkpoint_and_stop(
+                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
+                )
 
     # 6. Save the encoder for fine-tuning, and the summary.
     accelerator.wait_for_everyone()
@@ -857,7 +873,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     }
     if accelerator.is_main_process:
         save_outputs(recipe, task, accelerator.unwrap_model(objective), output_dir)
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(output_dir / "summary.json", summary)
     accelerator.end_training()
     return summary
 
@@ -869,12 +885,16 @@ def save_outputs(recipe: PretrainRecipe, task: Task, objective: nn.Module, outpu
     if isinstance(objective, SupervisedCTC):
         processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=objective.tokenizer)
         recogniser = output_dir / ("model" if recipe.ctc_targets == "text" else "phoneme_ctc")
-        objective.model.save_pretrained(recogniser)
-        processor.save_pretrained(recogniser)
+        partial = partial_directory(recogniser)  # complete or not at all (hf_hjprune.atomic)
+        objective.model.save_pretrained(partial)
+        processor.save_pretrained(partial)
+        publish_directory(partial, recogniser)
         if recipe.ctc_targets == "text":
             return
-    objective.encoder.save_pretrained(output_dir / "model")
-    feature_extractor.save_pretrained(output_dir / "model")
+    partial = partial_directory(output_dir / "model")
+    objective.encoder.save_pretrained(partial)
+    feature_extractor.save_pretrained(partial)
+    publish_directory(partial, output_dir / "model")
 
 
 def export_checkpoint(recipe: PretrainRecipe, checkpoint: str | Path) -> Path:
@@ -887,7 +907,7 @@ def export_checkpoint(recipe: PretrainRecipe, checkpoint: str | Path) -> Path:
     if not checkpoint.is_dir():
         checkpoint = Path(recipe.output_dir) / "checkpoints" / str(checkpoint)
     if not (checkpoint / "model.safetensors").is_file():
-        raise ValueError(
+        raise HJPruneInputError(
             f"{checkpoint} is not a checkpoint of this run; found: {[p.name for p in checkpoints(Path(recipe.output_dir))]}"
         )
     encoder = build_encoder(recipe)
@@ -924,7 +944,7 @@ def ship_start_model(recipe: PretrainRecipe, name: str, downstream: str | None =
     while True:
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
-            raise ValueError(f"{run_dir} is not a finished pretraining run (no summary.json)")
+            raise HJPruneInputError(f"{run_dir} is not a finished pretraining run (no summary.json)")
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         if summary["objective"] == "ctc":  # runs before this fix counted windows of crop_seconds
             summary["audio_hours_seen"] = _ctc_audio_hours(
@@ -1046,7 +1066,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         run(args)
-    except (ValueError, TargetError) as err:
+    except HJPruneInputError as err:  # TargetError included; anything else keeps its traceback
         parser.exit(2, f"error: {err}\n")
 
 

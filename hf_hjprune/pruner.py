@@ -21,6 +21,7 @@ from transformers.activations import ACT2FN
 
 from .constraint import LagrangianBudget, ramped_target
 from .cost import CostBreakdown, macs_from_units, params_from_units
+from .errors import HJPruneInputError, UnreachableTargetError
 from .gates import HardConcreteGate
 from .materialize import build_pruned
 from .structure import (
@@ -123,21 +124,21 @@ class HJPruner(nn.Module):
         family_of(model)  # raises for an unsupported family
         self.head = head_of(model)
         if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+            raise HJPruneInputError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
         if units is None:
             units = ("heads", "ffn") if variant == "transformer" else GROUPS
         unknown = [unit for unit in units if unit not in GROUPS]
         if unknown:
-            raise ValueError(f"unknown unit(s) {unknown}; expected some of {list(GROUPS)}")
+            raise HJPruneInputError(f"unknown unit(s) {unknown}; expected some of {list(GROUPS)}")
         if variant == "transformer" and "conv" in units:
-            raise ValueError(
+            raise HJPruneInputError(
                 "the 'transformer' variant prunes heads and FFN units only; drop 'conv' from units"
             )
         config = model.config
         if "conv" in units:
             activation = ACT2FN[config.feat_extract_activation]
             if float(activation(torch.zeros(1))) != 0.0:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"feat_extract_activation={config.feat_extract_activation!r} is not zero at zero: "
                     "conv channel gates sit before it and need act(0) = 0"
                 )
@@ -145,7 +146,7 @@ class HJPruner(nn.Module):
         self.model = model
         self.variant = variant
         if int(round_to) < 1:
-            raise ValueError(f"round_to must be at least 1, got {round_to}")
+            raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
         self.round_to = int(round_to)
         self.units = tuple(units)
         self.warmup_steps = int(warmup_steps)
@@ -166,7 +167,9 @@ class HJPruner(nn.Module):
         self.budget = LagrangianBudget(list(self.targets))
 
         if target_reference not in ("start", "original"):
-            raise ValueError(f"target_reference must be 'start' or 'original', got {target_reference!r}")
+            raise HJPruneInputError(
+                f"target_reference must be 'start' or 'original', got {target_reference!r}"
+            )
         self.target_reference = target_reference
         self.lambda_clip = lambda_clip
         reference = self.counts if target_reference == "start" else original_unit_counts(config)
@@ -182,13 +185,13 @@ class HJPruner(nn.Module):
         self._start_reduction = {name: max(already[name], initial[name]) for name in self.targets}
         for name, target_value in self.targets.items():
             if target_value <= already[name]:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"target {target_value:.3f} for the {name} budget is already reached: the start model is "
                     f"{already[name]:.3f} below the original; aim higher to prune further"
                 )
             reachable = 1.0 - float(floor[name] / self._dense[name])
             if target_value >= reachable:
-                raise ValueError(
+                raise UnreachableTargetError(
                     f"target {target_value:.3f} for the {name} budget is not reachable: with every prunable "
                     f"unit of {list(self.units)} removed (one channel left per conv layer) the reduction is "
                     f"only {reachable:.3f}; lower the target or prune more unit groups"
@@ -206,17 +209,19 @@ class HJPruner(nn.Module):
         if variant == "sep":
             parts = dict(target) if isinstance(target, Mapping) else {"cnn": target, "transformer": target}
             if set(parts) != {"cnn", "transformer"}:
-                raise ValueError(
+                raise HJPruneInputError(
                     f"the 'sep' target needs 'cnn' and 'transformer' entries, got {sorted(parts)}"
                 )
             targets = {"cnn_macs": parts["cnn"], "transformer_macs": parts["transformer"]}
         elif isinstance(target, Mapping):
-            raise ValueError(f"variant {variant!r} takes one float target, got {dict(target)}")
+            raise HJPruneInputError(f"variant {variant!r} takes one float target, got {dict(target)}")
         else:
             targets = {"params" if variant == "params" else "macs": target}
         for name, value in targets.items():
             if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-                raise ValueError(f"target for {name} must be a relative reduction in (0, 1), got {value!r}")
+                raise HJPruneInputError(
+                    f"target for {name} must be a relative reduction in (0, 1), got {value!r}"
+                )
         return {name: float(value) for name, value in targets.items()}
 
     def _min_units(self) -> dict[str, list[float]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .errors import HJPruneInputError, did_you_mean, unknown_keys_message
 from .start_models import resolve_model
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -32,6 +33,7 @@ TARGET_REFERENCES = ("start", "original")
 OOD_TESTS = ("flite",)
 TINY_PREFIX = "tiny:"
 TINY_FAMILIES = ("wav2vec2", "hubert", "wavlm")
+SEP_TARGET_KEYS = ("cnn", "transformer")
 
 
 @dataclass
@@ -44,7 +46,12 @@ class Recipe:
             `pretrained:NAME` for a start model pretrained here and shipped with the package (e.g.
             `pretrained:tiny-hubert-ssl`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
             randomly initialised model.
-        model_config: Config attributes to override (for `tiny:` models, their sizes).
+        model_config: Config attributes to override (for `tiny:` models, their sizes). On a checkpoint,
+            only settings that leave the shapes of its weights alone (dropout, masking, ...): a
+            change of a body weight's shape is an error.
+        new_vocabulary: Train a new task head over the training data's characters (ASR) or intents
+            (SLU) instead of the start model's own vocabulary or labels, which are otherwise kept
+            and must cover the training data.
         init: `"pretrained"` (the start model's weights) or `"random"` (its architecture with new
             weights: the from-scratch baseline of the same shape).
         data: A data source of `hf_hjprune.data.sources.load_source`.
@@ -53,6 +60,7 @@ class Recipe:
             synthesizer never trained on (the `"synthetic"` source only; skipped with a warning where
             flite is not installed).
         cache_audio: Keep decoded audio in memory (small corpora only); otherwise decode on access.
+        max_audio_seconds: Longer files are skipped (counted as `too_long` in `summary.json`).
         group_by_length: Batch utterances of similar lengths (shuffled groups of 50 batches).
         variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
         target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
@@ -102,11 +110,13 @@ class Recipe:
     task: str = "asr"
     model: str = "tiny:wav2vec2"
     model_config: dict[str, Any] = field(default_factory=dict)
+    new_vocabulary: bool = False
     init: str = "pretrained"
     data: str = "synthetic"
     data_options: dict[str, Any] = field(default_factory=dict)
     ood_test: str | None = None
     cache_audio: bool = False
+    max_audio_seconds: float = 60.0
     group_by_length: bool = True
     variant: str = "macs"
     target: float | dict[str, float] = 0.4
@@ -150,49 +160,89 @@ class Recipe:
             ("init", INITS),
         )
         for name, choices in named_choices:
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value not in choices:
+                raise HJPruneInputError(
+                    f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
+                )
         if self.model.startswith(TINY_PREFIX) and self.model[len(TINY_PREFIX) :] not in TINY_FAMILIES:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"model {self.model!r}: tiny models are {', '.join(TINY_PREFIX + f for f in TINY_FAMILIES)}"
             )
         resolve_model(self.model)  # an unknown `pretrained:` name fails here, listing the shipped ones
         if self.ood_test is not None and (self.ood_test not in OOD_TESTS or self.data != "synthetic"):
-            raise ValueError(
+            raise HJPruneInputError(
                 f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
             )
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in (
+            "learning_rate",
+            "head_learning_rate",
+            "gate_learning_rate",
+            "lambda_learning_rate",
+            "max_grad_norm",
+            "seconds",
+            "max_audio_seconds",
+        ):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # also rejects NaN
+                raise HJPruneInputError(f"{name} must be positive, got {value}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+            raise HJPruneInputError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if self.target_warmup_ratio is not None and not 0.0 <= self.target_warmup_ratio <= 1.0:
-            raise ValueError(f"target_warmup_ratio must be in [0, 1], got {self.target_warmup_ratio}")
+            raise HJPruneInputError(f"target_warmup_ratio must be in [0, 1], got {self.target_warmup_ratio}")
         if self.target_reference not in TARGET_REFERENCES:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"target_reference must be one of {', '.join(TARGET_REFERENCES)}, got {self.target_reference!r}"
             )
         if self.final_finetune_steps < 0:
-            raise ValueError(f"final_finetune_steps must not be negative, got {self.final_finetune_steps}")
+            raise HJPruneInputError(
+                f"final_finetune_steps must not be negative, got {self.final_finetune_steps}"
+            )
         if self.final_finetune_steps and self.variant == "none":
-            raise ValueError("final_finetune_steps is for pruning runs; with variant: none, raise max_steps")
+            raise HJPruneInputError(
+                "final_finetune_steps is for pruning runs; with variant: none, raise max_steps"
+            )
         if self.distillation is not None:
             from .distill import DistillationConfig
 
             DistillationConfig.from_dict(self.distillation)  # checks keys and values now
         if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}"
             )
-        if self.seconds <= 0:
-            raise ValueError(f"seconds must be positive, got {self.seconds}")
-        if isinstance(self.target, dict) and self.variant != "sep":
-            raise ValueError(f"a {{cnn, transformer}} target is for the 'sep' variant, not {self.variant!r}")
+        self._check_target()
+
+    def _check_target(self) -> None:
+        """A relative reduction in (0, 1); for `sep`, a float or `{cnn: ..., transformer: ...}`."""
+        if isinstance(self.target, dict):
+            if self.variant != "sep":
+                raise HJPruneInputError(
+                    f"a {{cnn, transformer}} target is for the 'sep' variant, not {self.variant!r}"
+                )
+            unknown = set(self.target) - set(SEP_TARGET_KEYS)
+            if unknown:
+                raise HJPruneInputError(unknown_keys_message(unknown, SEP_TARGET_KEYS, "target"))
+            missing = [key for key in SEP_TARGET_KEYS if key not in self.target]
+            if missing:
+                raise HJPruneInputError(
+                    f"the 'sep' target needs both cnn and transformer; missing: {missing}"
+                )
+            values = {f"target.{key}": value for key, value in self.target.items()}
+        else:
+            values = {"target": self.target}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise HJPruneInputError(f"{name} must be a relative reduction in (0, 1), got {value!r}")
+        if isinstance(self.target, dict):
+            self.target = {key: float(value) for key, value in self.target.items()}
 
     @property
     def num_warmup_steps(self) -> int:
@@ -214,14 +264,24 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
-        """A recipe from a mapping; unknown keys are an error naming the known ones."""
+        """A recipe from a mapping.
+
+        Raises:
+            HJPruneInputError: An unknown key (with the closest known one), a value of the wrong type or
+                out of range; the message starts with `source`.
+        """
         if not isinstance(values, dict):
-            raise ValueError(f"{source} must be a mapping of recipe fields, got {type(values).__name__}")
+            raise HJPruneInputError(
+                f"{source} must be a mapping of recipe fields, got {type(values).__name__}"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
+        unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"unknown recipe key(s) {unknown} in {source}; known keys: {', '.join(known)}")
-        return cls(**values)
+            raise HJPruneInputError(unknown_keys_message(unknown, known, source, what="recipe key"))
+        try:
+            return cls(**values)
+        except HJPruneInputError as err:
+            raise HJPruneInputError(f"{source}: {err}") from None
 
 
 def available_recipes() -> list[str]:
@@ -233,8 +293,8 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
     """Load a shipped recipe by name, or a YAML file, and apply `key=value` overrides.
 
     Raises:
-        ValueError: Unknown recipe name (the message lists the shipped ones), unknown key, or a
-            value of the wrong type or out of range.
+        HJPruneInputError: Unknown recipe name (the message lists the shipped ones), invalid YAML,
+            unknown key, or a value of the wrong type or out of range.
     """
     values, source = read_recipe_values(name_or_path, overrides, RECIPES_DIR)
     return Recipe.from_dict(values, source=source)
@@ -249,15 +309,18 @@ def read_recipe_values(
     if not path.is_file():
         path = directory / f"{name_or_path}.yaml"
         if not path.is_file():
-            shipped = sorted(p.stem for p in directory.glob("*.yaml"))
-            raise ValueError(
-                f"unknown recipe {os.fspath(name_or_path)!r}: not a YAML file, nor one of the shipped "
+            name, shipped = os.fspath(name_or_path), sorted(p.stem for p in directory.glob("*.yaml"))
+            raise HJPruneInputError(
+                f"unknown recipe {name!r}{did_you_mean(name, shipped)}: not a YAML file, nor one of the shipped "
                 f"recipes: {', '.join(shipped)}"
             )
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise HJPruneInputError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of recipe fields")
+        raise HJPruneInputError(f"{path} must hold a mapping of recipe fields")
     for override in overrides:
         apply_override(values, override)
     return values, str(path)
@@ -274,8 +337,11 @@ def apply_override(values: dict[str, Any], override: str) -> None:
     """Apply one `key=value` (or `mapping_key.sub_key=value`) override to recipe values in place."""
     key, sep, text = override.partition("=")
     if not sep or not key:
-        raise ValueError(f"override {override!r} is not of the form key=value")
-    value = yaml.safe_load(text) if text.strip() else None
+        raise HJPruneInputError(f"override {override!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise HJPruneInputError(f"override {override!r}: the value is not valid YAML ({err})") from None
     *parents, leaf = key.strip().split(".")
     target = values
     for parent in parents:
@@ -305,4 +371,4 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if origin in (int, str, bool) and type(value) is origin:
             return value
     expected = " or ".join(getattr(option, "__name__", str(option)) for option in options)
-    raise ValueError(f"{name} must be {expected}, got {value!r}")
+    raise HJPruneInputError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import HJPruneInputError, did_you_mean
+
 PRETRAINED_PREFIX = "pretrained:"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
@@ -26,12 +28,15 @@ def resolve_model(name: str) -> str:
     """The path of a shipped `pretrained:` model; any other name (Hub id, local path) unchanged.
 
     Raises:
-        ValueError: A `pretrained:` name that is not shipped (the message lists those that are).
+        HJPruneInputError: A `pretrained:` name that is not shipped (the message lists those that are).
     """
     if not name.startswith(PRETRAINED_PREFIX):
         return name
     path = PRETRAINED_DIR / name[len(PRETRAINED_PREFIX) :]
     if not (path / "config.json").is_file():
-        shipped = ", ".join(available_pretrained_models()) or "none"
-        raise ValueError(f"unknown pretrained start model {name!r}; shipped: {shipped}")
+        shipped = available_pretrained_models()
+        raise HJPruneInputError(
+            f"unknown pretrained start model {name!r}{did_you_mean(name, shipped)}; shipped: "
+            f"{', '.join(shipped) or 'none'}"
+        )
     return str(path)

@@ -29,6 +29,7 @@ from transformers import (
     WavLMModel,
 )
 
+from .errors import HJPruneInputError
 from .models import (
     HJPrunedHubertConfig,
     HJPrunedHubertForCTC,
@@ -119,7 +120,7 @@ def family_of(model_or_config: nn.Module | PretrainedConfig) -> Family:
     for family in FAMILIES.values():
         if isinstance(config, family.stock_config):
             return family
-    raise ValueError(
+    raise HJPruneInputError(
         f"unsupported model family {type(config).__name__} (model_type={getattr(config, 'model_type', None)!r}); "
         f"supported: {', '.join(FAMILIES)}"
     )
@@ -131,7 +132,7 @@ def head_of(model: nn.Module) -> str:
     for head in ("ctc", "classification", "base"):
         if isinstance(model, family.stock_models[head]):
             return head
-    raise ValueError(
+    raise HJPruneInputError(
         f"unsupported model class {type(model).__name__}: expected a base model, a CTC model or a "
         f"sequence classification model of the {family.name} family"
     )

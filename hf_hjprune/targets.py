@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .data.speech_synth import SAMPLE_RATE
+from .errors import HJPruneInputError
 
 MFCC_WINDOW = 400
 """Samples per MFCC frame: the receptive field of the wav2vec2 conv stack (25 ms)."""
@@ -23,7 +24,7 @@ MFCC_HOP = 320
 """Samples between MFCC frames: the conv stack's total stride (20 ms)."""
 
 
-class TargetError(ValueError):
+class TargetError(HJPruneInputError):
     """Frame targets cannot be made from the given audio or settings."""
 
 

@@ -8,12 +8,16 @@ One Accelerate training loop, in the style of accelerate's `examples/by_feature`
 
 A run writes to `output_dir`: `metrics.jsonl` (and TensorBoard logs when tensorboard is installed),
 `checkpoints/step_N/` (resumable with `--resume`), the final model with its processor in `model/`, and
-`summary.json` (recipe, parameters and MACs, test metrics before and after training, skipped files).
+`summary.json` (recipe, parameters and MACs, test metrics before and after training, skipped and
+converted files). Every file is written crash-safely (`hf_hjprune.atomic`): a run killed at any
+moment resumes with `--resume` to the same final weights as an uninterrupted run, and SIGTERM (what
+job schedulers send) saves a checkpoint before the process exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -21,7 +25,10 @@ import logging
 import multiprocessing
 import re
 import shutil
+import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -34,21 +41,34 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import GeneralTracker
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoModelForAudioClassification,
     AutoModelForCTC,
+    PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
 )
+from transformers import logging as transformers_logging
+from transformers.utils import cached_file
 
+from .atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    partial_directory,
+    publish_directory,
+    read_jsonl,
+    read_jsonl_lines,
+)
 from .cost import count_macs, count_params
 from .data.collate import (
+    SAMPLING_RATE,
     PreparedSplit,
     SpeechCollator,
     build_feature_extractor,
@@ -59,14 +79,24 @@ from .data.collate import (
 )
 from .data.corpus import SPLITS
 from .data.flite import flite_available
-from .data.sources import check_columns, load_flite_test, load_source
+from .data.sources import check_columns, check_options, load_flite_test, load_source
 from .distill import DistillationConfig, Distiller
+from .errors import HJPruneInputError, did_you_mean
+from .memory import peak_rss_mib
+from .progress import ProgressReporter, quiet_progress_bars
 from .pruner import HJPruner
 from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
 from .start_models import resolve_model
 from .structure import FAMILIES
 
 logger = get_logger(__name__)
+
+
+def _log(level: int, message: str) -> None:
+    """Log on the main process only; unlike accelerate's logger, also before any `Accelerator` exists."""
+    if PartialState().is_main_process:
+        logger.logger.log(level, message)
+
 
 TINY_CONFIG: dict[str, Any] = dict(
     hidden_size=192,
@@ -83,7 +113,15 @@ TINY_CONFIG: dict[str, Any] = dict(
 overrides any of it."""
 
 HEAD_MODULES = ("lm_head", "projector", "classifier", "layer_weights")
-"""Top-level modules (and parameters) of the task heads, which `head_learning_rate` trains."""
+"""Top-level modules (and parameters) of the task heads, which `head_learning_rate` trains. Only
+these may start from scratch (or change shape) when a checkpoint is loaded."""
+
+OUTPUT_LAYERS = {"ctc": "lm_head", "classification": "classifier"}
+"""The head layer whose rows are the vocabulary or the labels: new with `new_vocabulary`."""
+
+NEW_BODY_WEIGHTS_OK = ("masked_spec_embed",)
+"""Body weights that may start from scratch: SpecAugment's learned mask vector, absent from
+checkpoints saved with masking off."""
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)")
 
@@ -133,9 +171,9 @@ class JsonlTracker(GeneralTracker):
         return self.path
 
     def log(self, values: dict[str, Any], step: int | None = None, **kwargs) -> None:
+        """Append one record in a single write: a kill never leaves half of it (see `append_jsonl`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+        append_jsonl(self.path, {"step": step, **values})
 
 
 @dataclass
@@ -156,17 +194,150 @@ class Progress:
             setattr(self, name, value)
 
 
+def load_start_config(recipe: Recipe) -> PretrainedConfig:
+    """The config of the start model; `recipe.model_config` must name attributes it has.
+
+    Raises:
+        HJPruneInputError: The model cannot be loaded (not a local checkpoint, not on the Hub, or
+            offline), or a `model_config` key is not one of its config's attributes.
+    """
+    if recipe.model.startswith(TINY_PREFIX):
+        config = FAMILIES[recipe.model[len(TINY_PREFIX) :]].stock_config(**TINY_CONFIG)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(resolve_model(recipe.model))
+        except (OSError, ValueError) as err:  # not a checkpoint, not on the Hub, or offline
+            raise HJPruneInputError(f"cannot load the model {recipe.model!r}: {err}") from err
+    known = config.to_dict()
+    unknown = [key for key in recipe.model_config if key not in known and not hasattr(config, key)]
+    if unknown:
+        hints = ", ".join(f"{key!r}{did_you_mean(key, known)}" for key in unknown)
+        raise HJPruneInputError(f"model_config: {type(config).__name__} has no attribute {hints}")
+    return config
+
+
+def _own_file(model: str, filename: str) -> str | None:
+    """The path of `filename` saved with the start model (a local folder or a Hub repository), or None."""
+    if model.startswith(TINY_PREFIX):
+        return None
+    return cached_file(
+        resolve_model(model),
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+
+
+def uses_own_vocabulary(recipe: Recipe) -> bool:
+    """Whether an ASR run keeps the start model's own tokenizer (it has one and `new_vocabulary` is off)."""
+    return not recipe.new_vocabulary and _own_file(recipe.model, "vocab.json") is not None
+
+
+def missing_characters(tokenizer: Wav2Vec2CTCTokenizer, transcripts: Iterable[str]) -> Counter[str]:
+    """Characters of `transcripts` that `tokenizer` would turn into `<unk>`, with their counts."""
+    vocabulary = tokenizer.get_vocab()
+    counts: Counter[str] = Counter()
+    for text in transcripts:
+        text = normalize_transcript(text)
+        counts.update(text.lower() if getattr(tokenizer, "do_lower_case", False) else text)
+    if " " in counts and tokenizer.word_delimiter_token in vocabulary:
+        del counts[" "]  # spaces become the word delimiter
+    return Counter({char: n for char, n in counts.items() if char not in vocabulary})
+
+
+def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokenizer:
+    """The start model's own tokenizer (saved with a local checkpoint or in its Hub repository),
+    else a new one over the characters of `transcripts` (the training transcripts).
+
+    Raises:
+        HJPruneInputError: The transcripts use characters outside the start model's vocabulary and
+            `recipe.new_vocabulary` is off.
+    """
+    if not uses_own_vocabulary(recipe):
+        if recipe.new_vocabulary and _own_file(recipe.model, "vocab.json") is not None:
+            _log(
+                logging.WARNING,
+                f"new_vocabulary: the vocabulary of {recipe.model} is replaced by the training characters; "
+                f"its {OUTPUT_LAYERS['ctc']} starts from scratch",
+            )
+        return build_tokenizer(transcripts)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(resolve_model(recipe.model))
+    missing = missing_characters(tokenizer, transcripts)
+    if missing:
+        listed = ", ".join(f"{char!r} ({n}x)" for char, n in missing.most_common(20))
+        letters = [char for char in tokenizer.get_vocab() if len(char) == 1 and char.isalpha()]
+        case = ""
+        if letters and all(char.isupper() for char in letters) and any(c.islower() for c in missing):
+            case = " (its letters are upper-case: keep the transcripts' case, e.g. data_options.normalize_text: false)"
+        raise HJPruneInputError(
+            f"the training transcripts use {len(missing)} character(s) that the vocabulary of {recipe.model} "
+            f"lacks{case}: {listed}. Normalise the transcripts to its characters, or set new_vocabulary: true "
+            f"to train a new {OUTPUT_LAYERS['ctc']} over the training characters"
+        )
+    return tokenizer
+
+
+def load_feature_extractor(recipe: Recipe) -> Wav2Vec2FeatureExtractor:
+    """The start model's own feature extractor (`preprocessor_config.json`), else the project's default.
+
+    Raises:
+        HJPruneInputError: The start model's feature extractor expects another sample rate than 16 kHz.
+    """
+    if _own_file(recipe.model, "preprocessor_config.json") is None:
+        return build_feature_extractor()
+    feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(resolve_model(recipe.model))
+    if feature_extractor.sampling_rate != SAMPLING_RATE or feature_extractor.feature_size != 1:
+        raise HJPruneInputError(
+            f"the feature extractor of {recipe.model} expects {feature_extractor.feature_size}-channel audio at "
+            f"{feature_extractor.sampling_rate} Hz; hf_hjprune trains on mono 16 kHz audio"
+        )
+    return feature_extractor
+
+
+def load_label2id(recipe: Recipe, intents: list[str], config: PretrainedConfig) -> dict[str, int]:
+    """The start model's own labels when it is an intent classifier, else labels over `intents`.
+
+    Raises:
+        HJPruneInputError: The training intents include labels the start classifier does not have and
+            `recipe.new_vocabulary` is off.
+    """
+    architectures = getattr(config, "architectures", None) or []
+    own = {str(label): int(i) for i, label in (getattr(config, "id2label", None) or {}).items()}
+    is_classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
+    if not is_classifier or recipe.new_vocabulary or all(re.fullmatch(r"LABEL_\d+", label) for label in own):
+        return build_label2id(intents)
+    missing = sorted(set(intents) - set(own))
+    if missing:
+        raise HJPruneInputError(
+            f"the training data has {len(missing)} intent(s) that the classifier {recipe.model} does not know: "
+            f"{missing[:20]}; set new_vocabulary: true to train a new classifier over the training intents"
+        )
+    return own
+
+
 def build_model(
     recipe: Recipe,
     tokenizer: Wav2Vec2CTCTokenizer | None = None,
     label2id: dict[str, int] | None = None,
 ) -> PreTrainedModel:
     """The model to train: a CTC model over `tokenizer`'s vocabulary (ASR) or a classifier over
-    `label2id` (SLU), built from `recipe.model` with a new head where the sizes do not match."""
+    `label2id` (SLU), built from `recipe.model`.
+
+    Only the task head (`HEAD_MODULES`) may start from scratch: when the checkpoint has none, when
+    its size differs from the vocabulary or labels, or with `recipe.new_vocabulary`.
+
+    Raises:
+        HJPruneInputError: The model cannot be loaded, or a body weight of the checkpoint does not fit
+            the model (a `model_config` override changed its shape, or the layers differ).
+    """
+    config = load_start_config(recipe)
     if recipe.task == "asr":
         head = "ctc"
+        vocab_size = len(tokenizer)
+        if uses_own_vocabulary(recipe):  # a checkpoint may pad its head beyond its tokenizer
+            vocab_size = max(vocab_size, getattr(config, "vocab_size", 0) or 0)
         task_config = dict(
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size,
             pad_token_id=tokenizer.pad_token_id,
             ctc_loss_reduction="mean",
             ctc_zero_infinity=True,
@@ -181,6 +352,8 @@ def build_model(
         config = family.stock_config(**{**TINY_CONFIG, **task_config, **recipe.model_config})
         return family.stock_models[head](config)
     auto_class = AutoModelForCTC if head == "ctc" else AutoModelForAudioClassification
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its loading table; the checks below say what matters
     try:
         if recipe.init == "random":  # the start model's architecture with new weights
             config = AutoConfig.from_pretrained(
@@ -193,21 +366,63 @@ def build_model(
             output_loading_info=True,
             **{**task_config, **recipe.model_config},
         )
-    except OSError as err:  # not a local checkpoint, and not on the Hub or offline (HF_HUB_OFFLINE=1)
-        raise ValueError(f"cannot load the model {recipe.model!r}: {err}") from err
-    if "layer_weights" in info["missing_keys"]:
-        # transformers leaves a new `layer_weights` (weighted layer sum) uninitialised: memory garbage
-        # that made runs irreproducible. Start from the stock value, an equal mix of the layers.
-        with torch.no_grad():
-            model.layer_weights.fill_(1.0 / len(model.layer_weights))
+    except OSError as err:
+        raise HJPruneInputError(f"cannot load the model {recipe.model!r}: {err}") from err
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    _check_body_loaded(model, info, recipe.model)
+    # transformers initialised the missing and resized head modules, except a new `layer_weights`
+    # (weighted layer sum), left as uninitialised memory, which made runs irreproducible.
+    new = {key.split(".")[0] for key in info["missing_keys"]} | {key for key, *_ in info["mismatched_keys"]}
+    new = {key.split(".")[0] for key in new} & set(HEAD_MODULES)
+    if "layer_weights" in new:
+        reset_head_module(model, "layer_weights")
+    if recipe.new_vocabulary and OUTPUT_LAYERS[head] not in new:  # same size as the old vocabulary
+        reset_head_module(model, OUTPUT_LAYERS[head])
+        new.add(OUTPUT_LAYERS[head])
+    if new:
+        _log(logging.INFO, f"Task head trained from scratch: {', '.join(sorted(new))}")
     return model
 
 
-def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokenizer:
-    """The tokenizer saved next to a local `recipe.model`, else a new one over the training characters."""
-    if (Path(resolve_model(recipe.model)) / "vocab.json").is_file():
-        return Wav2Vec2CTCTokenizer.from_pretrained(resolve_model(recipe.model))
-    return build_tokenizer(transcripts)
+def _check_body_loaded(model: PreTrainedModel, info: dict[str, Any], source: str) -> None:
+    """Raise when a weight outside the task head is missing from the checkpoint, unused, or of another shape."""
+    body = model.base_model_prefix + "."
+    problems = [
+        f"{key}: {tuple(saved)} in the checkpoint, {tuple(expected)} in the model"
+        for key, saved, expected in sorted(info["mismatched_keys"])
+        if key.split(".")[0] not in HEAD_MODULES
+    ]
+    problems += [
+        f"{key}: not in the checkpoint"
+        for key in sorted(info["missing_keys"])
+        if key.split(".")[0] not in HEAD_MODULES and key.rsplit(".", 1)[-1] not in NEW_BODY_WEIGHTS_OK
+    ]
+    problems += [
+        f"{key}: in the checkpoint, not in the model"
+        for key in sorted(info["unexpected_keys"])
+        if key.startswith(body) and key.rsplit(".", 1)[-1] not in NEW_BODY_WEIGHTS_OK
+    ]
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise HJPruneInputError(
+            f"the weights of {source} do not fit the model outside its task head ({len(problems)} tensor(s)): "
+            f"{shown}. Only the task head ({', '.join(HEAD_MODULES)}) may change; remove the model_config "
+            "overrides that change sizes"
+        )
+
+
+@torch.no_grad()
+def reset_head_module(model: PreTrainedModel, name: str) -> None:
+    """Start a task head module from scratch as transformers initialises a new Linear (normal with
+    std `initializer_range`, zero bias); `layer_weights` starts as an equal mix of the layers."""
+    module = getattr(model, name)
+    if isinstance(module, nn.Parameter):
+        module.fill_(1.0 / len(module))
+        return
+    nn.init.normal_(module.weight, mean=0.0, std=model.config.initializer_range)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 def speech_model(model: nn.Module, accelerator: Accelerator) -> PreTrainedModel:
@@ -387,25 +602,105 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> None:
-    """`accelerator.save_state` into `checkpoints/step_{step}`, renamed once complete; keep the last `keep`."""
+    """`accelerator.save_state` into `checkpoints/step_{step}.partial`, renamed to `step_{step}` once
+    complete and fsynced (`publish_directory`); then keep the last `keep` (0: all).
+
+    A kill at any moment leaves the previous checkpoints intact and at worst a `.partial` folder,
+    which `checkpoints` ignores and the next save replaces.
+    """
     directory = output_dir / "checkpoints" / f"step_{step}"
     partial = directory.with_name(f"{directory.name}.partial")
+    if accelerator.is_main_process:
+        partial_directory(directory)  # empty, without the leftovers of a killed save
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(directory, ignore_errors=True)
-        partial.rename(directory)
+        publish_directory(partial, directory)
         for old in checkpoints(output_dir)[:-keep] if keep else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the records logged after `step`: by a killed run after its last checkpoint, or by an
-    earlier run in the same directory (`step` 0)."""
+    """Drop the records logged after `step` (by a killed run after its last checkpoint, or by an
+    earlier run in the same directory when `step` is 0) and a torn last line; rewritten atomically."""
     if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        path.write_text("".join(line for line in lines if json.loads(line)["step"] <= step), encoding="utf-8")
+        kept = [line + "\n" for line, record in read_jsonl_lines(path) if (record.get("step") or 0) <= step]
+        atomic_write_text(path, "".join(kept))
+
+
+class TrainingStopped(Exception):
+    """Training stopped early on a signal (SIGTERM) after saving a checkpoint; `--resume` continues it.
+
+    Attributes:
+        signal_number: The signal received.
+        step: The step of the saved checkpoint.
+        checkpoint: Its directory.
+    """
+
+    def __init__(self, signal_number: int, step: int, checkpoint: Path):
+        name = signal.Signals(signal_number).name
+        super().__init__(
+            f"stopped by {name} at step {step}; checkpoint saved in {checkpoint}: run the same command with "
+            "--resume to continue"
+        )
+        self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number, as a shell reports a process ended by that signal."""
+        return 128 + self.signal_number
+
+
+class StopSignal:
+    """SIGTERM (what job schedulers send before they kill a job) as a request to stop at the next step.
+
+    Inside the `with` block the signals only set a flag; the loop asks `requested` after each
+    optimizer update and, when it returns a signal number, saves a checkpoint and stops. With several
+    processes the flag is combined across them (a maximum), so that all stop at the same step. The
+    previous handlers come back when the block ends. Outside the main thread, nothing is installed.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+        self.signals = tuple(signals)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.signals:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.received = number
+
+    def requested(self, accelerator: Accelerator | None = None) -> int | None:
+        """The signal that asks this process, or any of the run's processes, to stop; else None."""
+        received = self.received or 0
+        if accelerator is not None and accelerator.num_processes > 1:
+            flag = torch.tensor([float(received)], device=accelerator.device)
+            received = int(accelerator.reduce(flag, reduction="max").item())
+        return received or None
+
+    def checkpoint_and_stop(
+        self, accelerator: Accelerator, output_dir: Path, step: int, keep: int, saved: bool = False
+    ) -> None:
+        """Call after each optimizer update (on every process): when a stop was requested, save a
+        checkpoint of `step` (unless `saved` already), end the trackers and raise `TrainingStopped`."""
+        received = self.requested(accelerator)
+        if received is None:
+            return
+        if not saved:
+            save_checkpoint(accelerator, output_dir, step, keep)
+        accelerator.end_training()
+        raise TrainingStopped(received, step, output_dir / "checkpoints" / f"step_{step}")
 
 
 def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -413,24 +708,69 @@ def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in values.items()}
 
 
+def _start(output_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None to start from the beginning."""
+    found = checkpoints(output_dir)
+    if found and not resume:
+        raise HJPruneInputError(
+            f"{output_dir} holds checkpoints of an earlier run (up to {found[-1].name}): pass --resume to "
+            "continue it, or choose another output_dir"
+        )
+    if resume and not found:
+        # A job requeued after being killed before its first checkpoint runs the same command again.
+        _log(
+            logging.WARNING,
+            f"--resume: no checkpoint in {output_dir / 'checkpoints'} yet; starting from the beginning",
+        )
+    return found[-1] if found else None
+
+
+def _display_values(metrics: dict[str, float]) -> dict[str, str]:
+    """The numbers of a training log record that the progress line shows: loss, expected reduction
+    against the target and λ1/λ2 per budget."""
+    values = {"loss": f"{metrics['train/loss']:.3f}"}
+    suffix = "/expected_reduction"
+    budgets = [key[len("pruning/") : -len(suffix)] for key in metrics if key.endswith(suffix)]
+    for name in budgets:
+        prefix = f"pruning/{name}/"
+        reduction, target = metrics[prefix + "expected_reduction"], metrics[prefix + "target"]
+        values[f"{name} reduction"] = f"{reduction:.3f} (target {target:.3f})"
+        values[f"λ {name}"] = f"{metrics[prefix + 'lambda1']:.3g}/{metrics[prefix + 'lambda2']:.3g}"
+    return values
+
+
+@torch.no_grad()
+def export_difference(gated: nn.Module, exported: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between the logits of the gated model in eval mode and of its
+    export on `batch`, in float32 (the export must reproduce the gated model)."""
+    was_training = gated.training
+    gated.eval()
+    inputs = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
+    difference = (gated(**inputs).logits.float() - exported(**inputs).logits.float()).abs().max()
+    gated.train(was_training)
+    return float(difference)
+
+
 def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """Run a recipe to the end and return its summary (also written to `output_dir/summary.json`).
 
-    Everything that can be wrong with the input (data source, missing column, no usable audio,
-    unreachable pruning target, nothing to resume) raises `ValueError` before the first step.
+    Everything that can be wrong with the input (recipe against the start model, data source, missing
+    column, vocabulary, no usable audio, unreachable pruning target, an earlier run in `output_dir`)
+    raises `HJPruneInputError` before the first step. With `resume`, the run continues from its latest
+    checkpoint, or starts from the beginning when it has none yet.
+
+    Raises:
+        TrainingStopped: A SIGTERM arrived; a checkpoint of the last finished step was saved.
     """
     if recipe.final_finetune_steps:
         return train_with_final_finetune(recipe, resume)
     output_dir = Path(recipe.output_dir)
-    found = checkpoints(output_dir)
-    if resume and not found:
-        raise ValueError(f"--resume: no checkpoint to resume from in {output_dir / 'checkpoints'}")
-    if found and not resume:
-        raise ValueError(
-            f"{output_dir} holds checkpoints of an earlier run (up to {found[-1].name}): pass --resume to "
-            "continue it, or choose another output_dir"
-        )
-    checkpoint = found[-1] if resume else None
+    checkpoint = _start(output_dir, resume)
+    quiet_progress_bars()
+
+    # 1. Check the recipe against the start model and the data source before building anything.
+    start_config = load_start_config(recipe)
+    check_options(recipe.data, recipe.data_options)
 
     log_with: list[Any] = [JsonlTracker(output_dir / "metrics.jsonl")]
     if is_tensorboard_available():
@@ -445,11 +785,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     )
     set_seed(recipe.seed)
 
-    # Data, vocabulary or labels, model and pruner: every check that needs no audio comes first.
+    # 2. Data, vocabulary or labels, model and pruner: every check that needs no audio comes first.
     with accelerator.main_process_first():  # the main process builds or downloads, the others reuse
         dataset = load_source(recipe.data, **recipe.data_options)
     check_columns(dataset, recipe.task)
-    feature_extractor = build_feature_extractor()
+    feature_extractor = load_feature_extractor(recipe)
     tokenizer = label2id = None
     if recipe.task == "asr":
         tokenizer = load_tokenizer(recipe, list(dataset["train"]["text"]))
@@ -459,7 +799,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         def encode(text: str) -> list[int]:
             return tokenizer(normalize_transcript(text)).input_ids
     else:
-        label2id = build_label2id(dataset["train"]["intent"])
+        label2id = load_label2id(recipe, list(dataset["train"]["intent"]), start_config)
         processor = feature_extractor
         target_column = "intent"
         encode = label2id.get  # None for an intent unseen in training: the row is skipped
@@ -482,8 +822,16 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
             round_to=recipe.round_to,
         )
 
+    # 3. Decode and check every audio file once, then the dataloaders, optimizer and schedule.
     splits = {
-        split: prepare_split(dataset[split], target_column, encode, split, keep_audio=recipe.cache_audio)
+        split: prepare_split(
+            dataset[split],
+            target_column,
+            encode,
+            split,
+            keep_audio=recipe.cache_audio,
+            max_seconds=recipe.max_audio_seconds,
+        )
         for split in SPLITS
     }
     collator = SpeechCollator(feature_extractor)
@@ -508,6 +856,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
 
+    # 4. Resume, or evaluate the starting model.
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}", main_process_only=True)
         accelerator.load_state(str(checkpoint))
@@ -523,65 +872,69 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         _truncate_metrics(output_dir / "metrics.jsonl", progress.step)
     accelerator.init_trackers("hjprune", config=_flat_config(recipe.to_dict()))
 
+    # 5. Train: one optimizer update per `gradient_accumulation_steps` batches; SIGTERM stops after one.
     model_parameters = list(model.parameters())
     window = torch.zeros(3, device=accelerator.device)  # task loss, penalty, batches since the last log
-    progress_bar = tqdm(
-        total=recipe.max_steps,
-        initial=progress.step,
-        desc="train",
-        disable=not accelerator.is_local_main_process,
+    reporter = ProgressReporter(
+        recipe.max_steps, progress.step, enabled=accelerator.is_local_main_process, logger=logger.logger
     )
     trained.train()
     started, seconds_before = time.perf_counter(), progress.train_seconds
-    while progress.step < recipe.max_steps:
-        train_dataloader.set_epoch(progress.epoch)
-        batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
-        for batch in batches:
-            with accelerator.accumulate(trained):
-                loss, objective = task_loss(trained, batch, distiller, distill, model)
-                penalty = pruner.penalty(progress.step) if pruner is not None else torch.zeros_like(loss)
-                accelerator.backward(objective + penalty)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model_parameters, recipe.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            progress.batches_in_epoch += 1
-            window += torch.stack([loss.detach(), penalty.detach(), torch.ones_like(loss)]).float()
-            if not accelerator.sync_gradients:
-                continue
+    with StopSignal() as stop, contextlib.closing(reporter):
+        while progress.step < recipe.max_steps:
+            train_dataloader.set_epoch(progress.epoch)
+            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
+            for batch in batches:
+                with accelerator.accumulate(trained):
+                    loss, objective = task_loss(trained, batch, distiller, distill, model)
+                    penalty = pruner.penalty(progress.step) if pruner is not None else torch.zeros_like(loss)
+                    accelerator.backward(objective + penalty)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model_parameters, recipe.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                progress.batches_in_epoch += 1
+                window += torch.stack([loss.detach(), penalty.detach(), torch.ones_like(loss)]).float()
+                if not accelerator.sync_gradients:
+                    continue
 
-            scheduler.step()
-            progress.step += 1
-            progress.train_seconds = seconds_before + time.perf_counter() - started
-            progress_bar.update(1)
-            if progress.step % recipe.log_steps == 0:
-                loss_sum, penalty_sum, count = accelerator.reduce(window, reduction="sum").tolist()
-                window.zero_()
-                metrics = {
-                    "train/loss": loss_sum / count,
-                    "train/penalty": penalty_sum / count,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/seconds": progress.train_seconds,
-                }
-                if pruner is not None:
-                    metrics.update(
-                        {f"pruning/{name}": value for name, value in pruner.stats(progress.step).items()}
+                scheduler.step()
+                progress.step += 1
+                progress.train_seconds = seconds_before + time.perf_counter() - started
+                if progress.step % recipe.log_steps == 0:
+                    loss_sum, penalty_sum, count = accelerator.reduce(window, reduction="sum").tolist()
+                    window.zero_()
+                    metrics = {
+                        "train/loss": loss_sum / count,
+                        "train/penalty": penalty_sum / count,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/seconds": progress.train_seconds,
+                    }
+                    if pruner is not None:
+                        metrics.update(
+                            {f"pruning/{name}": value for name, value in pruner.stats(progress.step).items()}
+                        )
+                    accelerator.log(metrics, step=progress.step)
+                    reporter.update(progress.step, _display_values(metrics))
+                else:
+                    reporter.update(progress.step)
+                if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
+                    metrics = evaluate(trained, validation_dataloader, accelerator, tokenizer)
+                    accelerator.log(
+                        {f"validation/{name}": value for name, value in metrics.items()}, step=progress.step
                     )
-                accelerator.log(metrics, step=progress.step)
-                progress_bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
-                metrics = evaluate(trained, validation_dataloader, accelerator, tokenizer)
-                accelerator.log(
-                    {f"validation/{name}": value for name, value in metrics.items()}, step=progress.step
+                saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
+                if saved:
+                    save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
+                if progress.step >= recipe.max_steps:
+                    break
+                stop.checkpoint_and_stop(
+                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
                 )
-            if recipe.checkpoint_steps and progress.step % recipe.checkpoint_steps == 0:
-                save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-            if progress.step >= recipe.max_steps:
-                break
-        else:
-            progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
-    progress_bar.close()
+            else:
+                progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
 
+    # 6. Export, evaluate and write the model and the summary, each complete or not at all.
     accelerator.wait_for_everyone()
     adjusted = (
         pruner.match_target(recipe.target_tolerance)
@@ -591,8 +944,13 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     final = pruner.export() if pruner is not None else model
     metrics_after = evaluate(final, test_dataloader, accelerator, tokenizer)
     logger.info(f"Test metrics after training: {metrics_after}", main_process_only=True)
+    model_dir = output_dir / "model"
+    partial = model_dir.with_name(model_dir.name + ".partial")
+    if accelerator.is_main_process:
+        partial_directory(model_dir)
+    accelerator.wait_for_everyone()
     final.save_pretrained(
-        output_dir / "model", is_main_process=accelerator.is_main_process, save_function=accelerator.save
+        partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save
     )
     summary = {
         "recipe": recipe.to_dict(),
@@ -609,6 +967,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         },
         "metrics": {"before": progress.metrics_before, "after": metrics_after},
         "skipped_files": {split: splits[split].skipped_counts for split in SPLITS},
+        "converted_files": {split: splits[split].converted_counts for split in SPLITS},
     }
     if recipe.ood_test is not None:
         summary["ood_test"] = {"source": recipe.ood_test}
@@ -623,9 +982,15 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         if adjusted is not None:
             summary["pruning"] |= {"units_removed_to_meet_target": adjusted["removed"],
                                    "units_added_to_meet_target": adjusted["added"]}  # fmt: skip
+        test_items = [splits["test"][i] for i in range(min(len(splits["test"]), recipe.batch_size))]
+        batch = {name: value.to(accelerator.device) for name, value in collator(test_items).items()}
+        summary["export_max_abs_difference"] = export_difference(model, final, batch)
+    summary["peak_rss_mib"] = gather_object([peak_rss_mib()])  # one per process
     if accelerator.is_main_process:
-        processor.save_pretrained(output_dir / "model")
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        processor.save_pretrained(partial)
+        publish_directory(partial, model_dir)
+        atomic_write_json(output_dir / "summary.json", summary)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
@@ -643,6 +1008,7 @@ def train_with_final_finetune(recipe: Recipe, resume: bool = False) -> dict[str,
         model=str(output_dir / "prune" / "model"),
         model_config={},  # the pruned checkpoint's config already has the recipe's overrides
         init="pretrained",
+        new_vocabulary=False,  # the pruned model's head is over the new vocabulary already
         variant="none",
         max_steps=recipe.final_finetune_steps,
         warmup_steps=None,
@@ -675,43 +1041,39 @@ def train_with_final_finetune(recipe: Recipe, resume: bool = False) -> dict[str,
             "after_pruning": pruned.get("ood_test", {}).get("metrics"),
         }
     if PartialState().is_main_process:
-        shutil.rmtree(output_dir / "model", ignore_errors=True)
-        shutil.copytree(output_dir / "finetune" / "model", output_dir / "model")
-        lines = [json.loads(line) for line in _read_lines(output_dir / "prune" / "metrics.jsonl")]
-        lines += [{**json.loads(line), "step": json.loads(line)["step"] + pruned["steps"]}
-                  for line in _read_lines(output_dir / "finetune" / "metrics.jsonl")]  # fmt: skip
-        (output_dir / "metrics.jsonl").write_text(
-            "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8"
-        )
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        partial = partial_directory(output_dir / "model")
+        shutil.copytree(output_dir / "finetune" / "model", partial, dirs_exist_ok=True)
+        publish_directory(partial, output_dir / "model")
+        lines = _read_records(output_dir / "prune" / "metrics.jsonl")
+        lines += [{**line, "step": line["step"] + pruned["steps"]}
+                  for line in _read_records(output_dir / "finetune" / "metrics.jsonl")]  # fmt: skip
+        atomic_write_text(output_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+        atomic_write_json(output_dir / "summary.json", summary)
     PartialState().wait_for_everyone()
     return summary
 
 
 def _phase(recipe: Recipe, resume: bool) -> dict[str, Any]:
-    """Run one phase of a chained run; with `resume`, a finished phase is reused as it is."""
+    """Run one phase of a chained run; with `resume`, a finished phase (its `summary.json`, written
+    last and atomically) is reused as it is."""
     summary_path = Path(recipe.output_dir) / "summary.json"
     if resume and summary_path.is_file():
         return json.loads(summary_path.read_text(encoding="utf-8"))
     return train(recipe, resume=resume and bool(checkpoints(Path(recipe.output_dir))))
 
 
-def _read_lines(path: Path) -> list[str]:
-    return (
-        [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.is_file()
-        else []
-    )
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:
     try:
         return train(recipe)
-    except ValueError as err:  # bad input, found before the first step
+    except HJPruneInputError as err:  # bad input, found before the first step
         if not keep_going:
             raise
-        logger.warning(f"{recipe.output_dir}: not trained: {err}", main_process_only=True)
-        return {"error": str(err)}
+        _log(logging.WARNING, f"{recipe.output_dir}: not trained: {err}")
+        return {"error": str(err), "error_type": type(err).__name__}
 
 
 def _train_in_worker(job: tuple[dict[str, Any], int, bool]) -> dict[str, Any]:
@@ -726,11 +1088,12 @@ def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False
 
     With `jobs > 1` each run trains in its own process with `cores // jobs` threads: on a CPU, small
     models train faster side by side than one after the other on all cores. With `keep_going`, a
-    recipe that `train` rejects (a `ValueError`, e.g. an unreachable target) gives `{"error": message}`
-    instead of stopping the others.
+    recipe that `train` rejects as bad input (an `HJPruneInputError`, e.g. an `UnreachableTargetError`)
+    gives `{"error": message, "error_type": class name}` instead of stopping the others; any other
+    exception stops everything.
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
+        raise HJPruneInputError(f"jobs must be at least 1, got {jobs}")
     if jobs == 1 or len(recipes) < 2:
         return [_train_or_error(recipe, keep_going) for recipe in recipes]
     threads = max(1, torch.get_num_threads() // jobs)
@@ -762,22 +1125,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> None:
-    """Load the recipe named on the command line and train it."""
+def run(args: argparse.Namespace) -> int:
+    """Load the recipe named on the command line and train it; a run stopped by SIGTERM exits with 143."""
     overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
-    train(load_recipe(args.recipe, overrides), resume=args.resume)
+    try:
+        train(load_recipe(args.recipe, overrides), resume=args.resume)
+    except TrainingStopped as stopped:
+        _log(logging.WARNING, str(stopped))
+        return stopped.exit_status
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hf_hjprune.train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        run(args)
-    except ValueError as err:
+        return run(args)
+    except HJPruneInputError as err:  # bad input, explained by the message; anything else keeps its traceback
         parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_json, atomic_write_text
 from .cards import (
     FAMILY_NAMES,
     METRIC_NAMES,
@@ -43,6 +44,7 @@ from .cards import (
     read_run,
     read_start_summary,
 )
+from .errors import HJPruneInputError
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
@@ -164,14 +166,16 @@ def load_index(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> dict[str, Any]:
     index = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"entries": []}
     entries = index.get("entries")
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a mapping with an 'entries' list")
+        raise HJPruneInputError(f"{path}: expected a mapping with an 'entries' list")
     names = [entry["name"] for entry in entries]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate entry names {sorted({n for n in names if names.count(n) > 1})}")
+        raise HJPruneInputError(
+            f"{path}: duplicate entry names {sorted({n for n in names if names.count(n) > 1})}"
+        )
     entries += [entry for entry in planned_entries() if entry["name"] not in names]
     for entry in entries:
         if entry["status"] not in (TRAINED, NOT_TRAINED):
-            raise ValueError(f"{path}: entry {entry['name']!r} has unknown status {entry['status']!r}")
+            raise HJPruneInputError(f"{path}: entry {entry['name']!r} has unknown status {entry['status']!r}")
     return {"entries": entries}
 
 
@@ -179,7 +183,7 @@ def save_index(index: Mapping[str, Any], zoo_dir: str | os.PathLike = DEFAULT_ZO
     """Write `zoo_dir/zoo.json` (stable formatting: the same index gives the same bytes)."""
     path = Path(zoo_dir) / INDEX_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -221,7 +225,7 @@ def entry_from_run(
         wrong = {key: (facts[key], planned[key]) for key in checked if facts[key] != planned[key]}
         if wrong:
             details = ", ".join(f"{key} is {run!r}, not {plan!r}" for key, (run, plan) in wrong.items())
-            raise ValueError(f"{run_dir} does not match the zoo entry {name!r}: {details}")
+            raise HJPruneInputError(f"{run_dir} does not match the zoo entry {name!r}: {details}")
     task = facts["task"]
     metrics = summary["metrics"]
     return {
@@ -391,7 +395,7 @@ def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
     """Write `zoo.json`, `LEADERBOARD.md` and every trained entry's card and plot; returns their paths."""
     folder = Path(folder)
     written = [save_index(index, folder), folder / LEADERBOARD_FILE]
-    written[1].write_text(leaderboard_markdown(index), encoding="utf-8")
+    atomic_write_text(written[1], leaderboard_markdown(index))
     for entry in index["entries"]:
         if entry["status"] != TRAINED:
             continue
@@ -471,11 +475,11 @@ def train_zoo(
     names = list(names) if names is not None else [n for n, e in entries.items() if e["data"] == "synthetic"]
     unknown = [name for name in names if name not in entries]
     if unknown:
-        raise ValueError(f"unknown zoo entries {unknown}; known: {', '.join(entries)}")
+        raise HJPruneInputError(f"unknown zoo entries {unknown}; known: {', '.join(entries)}")
     shipped = available_recipes()
     missing = [name for name in names if entries[name]["recipe"] not in shipped]
     if missing:
-        raise ValueError(
+        raise HJPruneInputError(
             f"no shipped recipe for {missing} (recipes: {', '.join(shipped)}); train them with "
             "python -m hf_hjprune.train and add the runs with `hjprune zoo add`"
         )
@@ -505,7 +509,7 @@ def bench_run(run_dir: str | os.PathLike, **settings: Any) -> Path:
     models = {"start model": dense_model_of_run(run_dir, pruned), "pruned model": pruned}
     result = benchmark_models(models, pairs=[tuple(models)], **{**BENCH_SETTINGS, **settings})
     path = Path(run_dir) / "bench.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, result)
     return path
 
 
@@ -552,7 +556,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for entry in train_zoo(args.names, args.zoo_dir, args.output_root):
                 print(f"added {entry['name']} ({entry['repo_id']}) to {Path(args.zoo_dir) / INDEX_FILE}")
-    except ValueError as err:
+    except HJPruneInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

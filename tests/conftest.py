@@ -47,6 +47,26 @@ def tiny_config(family: str = "wav2vec2", norm: str = "group", stable: bool = Fa
     return FAMILY_CONFIGS[family](**values)
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One synthetic corpus cache per test module (built once, then reused)."""
+    return tmp_path_factory.mktemp("corpus_cache")
+
+
+def quick_overrides(sizes: dict, cache_dir, output_dir, *overrides) -> list[str]:
+    """Recipe overrides that make a shipped tiny recipe run in a few seconds on a synthetic corpus of `sizes`."""
+    return [
+        *(f"data_options.{key}={value}" for key, value in sizes.items()),
+        f"data_options.cache_dir={cache_dir}",
+        "max_steps=4",
+        "batch_size=4",
+        "eval_steps=2",
+        "log_steps=1",
+        f"output_dir={output_dir}",
+        *overrides,
+    ]
+
+
 def random_keep(config, generator: torch.Generator, allow_empty: bool = True) -> dict:
     """Random kept units per layer; with `allow_empty`, the first layer keeps no heads and the last no FFN units."""
 
@@ -69,6 +89,25 @@ def padded_audio(batch_size: int = 2, samples: int = 3200, last_length: int = 24
     attention_mask[-1, last_length:] = 0
     values[-1, last_length:] = 0.0
     return values, attention_mask
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (results that depend on the reduction order), then the previous count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _thread_count_restored():
+    """Fail a test that leaves torch's thread count changed: every later test would run on it."""
+    threads = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert after == threads, f"the test changed torch's thread count from {threads} to {after} and left it so"
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """`count_macs` / `count_params` against what the real forward pass does."""
 
+import zlib
+
 import pytest
 import torch
 from conftest import random_keep, tiny_config
@@ -42,7 +44,7 @@ def test_base_sized_stock_models(family):
 @pytest.mark.parametrize("head", ["base", "ctc", "classification"])
 @pytest.mark.parametrize("norm", ["group", "layer"])
 def test_random_pruned_structures(family, head, norm):
-    generator = torch.Generator().manual_seed(hash((family, head, norm)) % 1000)
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{family}-{head}-{norm}".encode()) % 1000)
     config = tiny_config(
         family, norm, hidden_size=64, num_attention_heads=8, intermediate_size=96, attn_implementation="eager"
     )

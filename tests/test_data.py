@@ -239,10 +239,15 @@ def test_load_errors(tmp_path, reason):
         sf.write(path, audio, 16000, subtype="FLOAT")
     elif reason == "too_short":
         sf.write(path, sine(0.01, 16000), 16000)
+    elif reason == "truncated":
+        sf.write(path, sine(0.5, 16000), 16000)
+        path.write_bytes(path.read_bytes()[:9000])  # the header still announces 0.5 s
+    elif reason == "too_long":
+        sf.write(path, sine(2.0, 16000), 16000)
     else:
         sf.write(path, np.zeros(16000, dtype=np.float32), 16000)
     with pytest.raises(AudioError) as info:
-        load_audio(path)
+        load_audio(path, max_seconds=1.5)
     assert isinstance(info.value, ValueError)
     assert info.value.reason == reason
     assert path.name in str(info.value)

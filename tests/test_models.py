@@ -120,7 +120,7 @@ def test_zero_heads_and_ffn_units_train(family, audio_batch):
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_eager_and_sdpa_agree(attn, audio_batch):
+def test_eager_and_sdpa_agree(attn, audio_batch, monkeypatch):
     model = prune_model(
         build("wav2vec2", "ctc"), random_keep(tiny_config(), torch.Generator().manual_seed(4))
     )
@@ -129,9 +129,18 @@ def test_eager_and_sdpa_agree(attn, audio_batch):
         build("wav2vec2", "ctc"), random_keep(tiny_config(), torch.Generator().manual_seed(4))
     )
     reference.config._attn_implementation = "eager"
-    torch.testing.assert_close(
-        outputs(model, *audio_batch), outputs(reference, *audio_batch), atol=1e-5, rtol=1e-5
-    )
+    expected = outputs(reference, *audio_batch)
+    sdpa, calls = torch.nn.functional.scaled_dot_product_attention, []
+
+    def counted_sdpa(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted_sdpa)
+    torch.testing.assert_close(outputs(model, *audio_batch), expected, atol=1e-5, rtol=1e-5)
+    # The sdpa model really ran the sdpa kernel, once per layer (with its kept heads); eager never did.
+    kept_heads = list(model.config.attention_heads_per_layer) if attn == "sdpa" else []
+    assert [shape[1] for shape in calls] == kept_heads
 
 
 AUTO = {"base": AutoModel, "ctc": AutoModelForCTC, "classification": AutoModelForAudioClassification}

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
+from ..errors import HJPruneInputError
 
 RESULTS_DIR = Path(__file__).parent / "results"
 README = Path(__file__).parents[2] / "README.md"
@@ -91,19 +93,19 @@ def plan(
     runs = []
     for task in tasks:
         if task not in TASK_RECIPES:
-            raise ValueError(f"unknown task {task!r}; expected some of {', '.join(TASK_RECIPES)}")
+            raise HJPruneInputError(f"unknown task {task!r}; expected some of {', '.join(TASK_RECIPES)}")
         for seed in seeds:
             runs.append(Run(task, "none", None, seed))
             runs += [Run(task, variant, target, seed) for variant in variants for target in targets]
             runs += [Run(task, "macs", target, seed, lever) for lever in levers for target in lever_targets]
     unknown = sorted({run.variant for run in runs} - set(LABELS)) + sorted(set(levers) - set(LEVERS))
     if unknown:
-        raise ValueError(
+        raise HJPruneInputError(
             f"unknown variant(s) or lever(s) {unknown}; expected some of {', '.join(VARIANTS + LEVERS)}"
         )
     bad = [target for target in (*targets, *lever_targets) if not 0.0 < target < 1.0]
     if bad:
-        raise ValueError(f"targets must lie in (0, 1), got {bad}")
+        raise HJPruneInputError(f"targets must lie in (0, 1), got {bad}")
     return runs
 
 
@@ -191,14 +193,15 @@ def run_comparison(
 
     recipes = [recipe_of(run) for run in runs]  # bad overrides fail here, before any training
     prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
-    errors = {}
+    errors: dict[str, dict[str, str]] = {}
     for wave in (False, True):  # distillation needs its teacher, the dense run, finished first
         todo = [r for run, r in zip(runs, recipes) if (run.lever == "distill") == wave]
         todo = [r for r in todo if not (Path(r.output_dir) / "summary.json").is_file()]
         log(f"[{time.perf_counter() - started:6.0f} s] training {len(todo)} runs")
         # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
         errors |= {
-            r.output_dir: summary.get("error") for r, summary in zip(todo, train_all(todo, jobs, True))
+            r.output_dir: {key: summary[key] for key in ("error", "error_type") if key in summary}
+            for r, summary in zip(todo, train_all(todo, jobs, True))
         }
     rows = []
     for run, recipe in zip(runs, recipes):
@@ -206,7 +209,7 @@ def run_comparison(
         if path.is_file():
             rows.append(result_row(run, json.loads(path.read_text(encoding="utf-8"))))
         else:
-            rows.append({**_run_fields(run), "error": errors.get(recipe.output_dir)})
+            rows.append({**_run_fields(run), "error": None, **errors.get(recipe.output_dir, {})})
         log(_describe(rows[-1]))
     log(f"[{time.perf_counter() - started:6.0f} s] done")
     return {"start_model": str(start_model or recipes[0].model), "runs": rows}
@@ -238,7 +241,9 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "metric": group[0]["metric"],
         }
         if not members:  # not trainable (an unreachable target): the same for every seed
-            aggregated.append({**entry, "error": group[0]["error"]})
+            aggregated.append(
+                {**entry, **{key: group[0][key] for key in ("error", "error_type") if key in group[0]}}
+            )
             continue
         for key in ("value", "ood_value"):
             values = [member[key] for member in members if member.get(key) is not None]
@@ -290,7 +295,10 @@ def results_markdown(result: Mapping[str, Any]) -> str:
             if entry["variant"] == "params" and entry["target"] is not None:
                 target += " params"
             if "error" in entry:
-                lines.append(f"| {_label(entry)} | {target} | not reachable¹ | – | – | – | – | – | – |")
+                status = (
+                    "not reachable" if entry.get("error_type") == "UnreachableTargetError" else "not trained"
+                )
+                lines.append(f"| {_label(entry)} | {target} | {status}¹ | – | – | – | – | – | – |")
                 continue
             missed = entry.get("worst_target_error")
             flag = "²" if missed is not None and abs(missed) > TARGET_TOLERANCE else ""
@@ -418,7 +426,7 @@ def update_readme(markdown: str, readme: Path = README, markers: tuple[str, str]
     if start < 0 or end < start:
         return False
     updated = text[: start + len(markers[0])] + "\n" + markdown + text[end:]
-    readme.write_text(updated, encoding="utf-8")
+    atomic_write_text(readme, updated)
     return True
 
 
@@ -439,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = plan(args.tasks, args.variants, args.targets, args.seeds, args.levers, args.lever_targets)
-    except ValueError as err:
+    except HJPruneInputError as err:
         parser.error(str(err))
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -452,12 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.output_dir / "paper_comparison"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    stem.with_suffix(".md").write_text(
+    atomic_write_text(
+        stem.with_suffix(".md"),
         f"# Toy reproduction of the paper's comparison\n\nRegenerate: `{result['command']}`\n\n"
         f"![metric against MACs](paper_comparison.png)\n\n{markdown}",
-        encoding="utf-8",
     )
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown):

@@ -36,6 +36,7 @@ from transformers import (
     WavLMForCTC,
 )
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..bench import (
     benchmark_models,
     interleaved_times,
@@ -45,6 +46,7 @@ from ..bench import (
     training_overhead,
 )
 from ..cost import count_macs, count_params, macs_from_units
+from ..errors import HJPruneInputError
 from ..export import FILES, OnnxRuntimeModel, optimize_for_inference, quantize_int8, torch_to_onnx
 from ..materialize import prune_model
 from ..structure import GROUPS, family_of, unit_counts
@@ -90,7 +92,7 @@ def structure_for_reduction(
         multiple_of: round kept conv channels and FFN units to this multiple.
     """
     if not 0.0 < reduction < 1.0:
-        raise ValueError(f"reduction must be in (0, 1), got {reduction}")
+        raise HJPruneInputError(f"reduction must be in (0, 1), got {reduction}")
     sizes = unit_counts(config)
     num_samples = int(round(seconds * SAMPLING_RATE))
     dense = macs_from_units(config, sizes, num_samples).total
@@ -109,7 +111,7 @@ def structure_for_reduction(
 
     low, high = 0.0, 1.0 / min(w for w in weights.values() if w > 0)
     if reduction_at(high) < reduction:
-        raise ValueError(f"a reduction of {reduction} is out of reach with cnn_weight={cnn_weight}")
+        raise HJPruneInputError(f"a reduction of {reduction} is out of reach with cnn_weight={cnn_weight}")
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if reduction_at(middle) < reduction else (low, middle)
@@ -1209,8 +1211,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    md_path.write_text(table_markdown(result, result["command"]), encoding="utf-8")
+        atomic_write_json(json_path, result, indent=1)
+    atomic_write_text(md_path, table_markdown(result, result["command"]))
     print(f"wrote {md_path}" + ("" if args.markdown_only else f" and {json_path}"))
     return 0
 

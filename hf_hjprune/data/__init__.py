@@ -1,6 +1,6 @@
 """Data: a synthetic SLURP-like spoken-command corpus (eSpeak NG) and robust audio loading."""
 
-from .audio import AUDIO_ERROR_REASONS, AudioError, load_audio
+from .audio import AUDIO_ERROR_REASONS, AudioError, DecodedAudio, decode_audio, load_audio
 from .corpus import FEATURES, INTENTS, SCENARIOS, SPLITS, TEST_ONLY_TEMPLATES, build_corpus, load_corpus
 from .real import ColumnMapping, load_librispeech, load_slurp, normalize_transcript
 from .speech_synth import (
@@ -18,6 +18,7 @@ __all__ = [
     "AUDIO_ERROR_REASONS",
     "AudioError",
     "ColumnMapping",
+    "DecodedAudio",
     "FEATURES",
     "INTENTS",
     "SAMPLE_RATE",
@@ -28,6 +29,7 @@ __all__ = [
     "TEST_ONLY_TEMPLATES",
     "VARIANTS",
     "build_corpus",
+    "decode_audio",
     "load_audio",
     "load_corpus",
     "load_librispeech",

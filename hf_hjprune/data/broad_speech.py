@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import HJPruneInputError
 from .corpus import held_out_speakers
 from .sources import default_cache_dir
 from .speech_synth import ACCENTS, SAMPLE_RATE, SynthesisRequest, phonemize_batch, synthesize_batch
@@ -204,7 +205,7 @@ def build_broad_speech(
         ValueError: Non-positive sizes, or `output_dir` holds a corpus built with other parameters.
     """
     if hours <= 0 or shard_utterances < 1 or validation_utterances < 1:
-        raise ValueError(
+        raise HJPruneInputError(
             f"hours, shard_utterances and validation_utterances must be positive, got {hours}, "
             f"{shard_utterances}, {validation_utterances}"
         )
@@ -222,7 +223,7 @@ def build_broad_speech(
     if metadata is not None:
         if metadata["key"] == key:
             return BroadSpeech(output_dir)
-        raise ValueError(
+        raise HJPruneInputError(
             f"{output_dir} holds a broad-speech corpus built with other parameters ({metadata['params']}); "
             "choose another directory"
         )

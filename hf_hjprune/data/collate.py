@@ -1,8 +1,8 @@
 """From rows of a data source to model batches: audio validation, vocabularies, padding.
 
-[`prepare_split`] decodes every file of a split once with [`load_audio`] (mono, 16 kHz) before
-training and drops the unusable ones with a count per reason, so a bad file never stops a run
-midway. [`SpeechCollator`] pads a batch the way `Wav2Vec2FeatureExtractor` does (per-utterance
+[`prepare_split`] decodes every file of a split once with [`decode_audio`] (mono, 16 kHz) before
+training, drops the unusable ones with a count per reason and counts the converted ones (stereo,
+other sample rates), so a bad file never stops a run midway. [`SpeechCollator`] pads a batch the way `Wav2Vec2FeatureExtractor` does (per-utterance
 normalisation, attention mask) and pads CTC labels with -100.
 """
 
@@ -24,7 +24,8 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
-from .audio import AudioError, load_audio
+from ..errors import HJPruneInputError
+from .audio import AudioError, decode_audio, load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class PreparedSplit(torch.utils.data.Dataset):
 
     Audio is kept decoded when `audio` is set, otherwise it is read from `sources` (the split's
     `audio` column) and decoded again on access; the files were validated by [`prepare_split`].
+    `skipped` and `converted` name the files by reason and by conversion.
     """
 
     sources: Sequence[Any]
@@ -87,6 +89,7 @@ class PreparedSplit(torch.utils.data.Dataset):
     lengths: list[int]
     audio: list[np.ndarray] | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    converted: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -103,6 +106,11 @@ class PreparedSplit(torch.utils.data.Dataset):
         """Number of skipped files per reason."""
         return {reason: len(names) for reason, names in self.skipped.items()}
 
+    @property
+    def converted_counts(self) -> dict[str, int]:
+        """Number of used files per conversion (`downmixed_to_mono`, `resampled_from_{rate}_hz`)."""
+        return {conversion: len(names) for conversion, names in self.converted.items()}
+
 
 def prepare_split(
     dataset: Dataset,
@@ -110,12 +118,15 @@ def prepare_split(
     encode: Callable[[Any], Any],
     name: str,
     keep_audio: bool = False,
+    max_seconds: float | None = None,
 ) -> PreparedSplit:
     """Decode every file of a split once and keep the rows that can be trained on.
 
     A row is skipped, with its reason counted and its file named in the log, when its target is
     empty (`no_label`) or cannot be encoded (`unknown_label`), its file is `missing`, or its audio is
-    unusable (an [`AudioError`] reason: corrupt, empty, nan, too_short, silent).
+    unusable (an [`AudioError`] reason: corrupt, empty, truncated, nan, too_short, too_long,
+    silent). Multi-channel files are averaged to mono and other sample rates resampled; those
+    conversions are counted too.
 
     Args:
         dataset: A split of [`load_source`] (undecoded `audio` column).
@@ -125,9 +136,10 @@ def prepare_split(
         name: The split's name, for messages.
         keep_audio: Keep the decoded audio in memory (small splits only): every process then
             decodes the whole split. Otherwise the check is shared between processes.
+        max_seconds: Skip longer files (`too_long`); None: no limit.
 
     Raises:
-        ValueError: No row of the split is usable.
+        HJPruneInputError: No row of the split is usable.
     """
     state = PartialState()
     sources, values = dataset["audio"], list(dataset[target_column])
@@ -140,26 +152,31 @@ def prepare_split(
     indices = list(range(len(dataset)))
     labelled = [i for i in indices if i not in skipped]
     if keep_audio:
-        audio, bad_audio = _check_audio(sources, labelled)
+        audio, bad_audio, conversions = _check_audio(sources, labelled, max_seconds=max_seconds)
         lengths = {i: len(decoded) for i, decoded in audio.items()}
     else:
         with state.split_between_processes(labelled) as shard:
-            lengths, bad_audio = _check_audio(sources, shard, keep=False)
-        lengths, bad_audio = _merge(gather_object([lengths])), _merge(gather_object([bad_audio]))
+            lengths, bad_audio, conversions = _check_audio(
+                sources, shard, keep=False, max_seconds=max_seconds
+            )
+        lengths, bad_audio, conversions = (
+            _merge(gather_object([part])) for part in (lengths, bad_audio, conversions)
+        )
         audio = None
     skipped.update(bad_audio)
     valid = [i for i in indices if i not in skipped]
 
-    by_reason: dict[str, list[str]] = {}
-    for i, reason in sorted(skipped.items()):
-        by_reason.setdefault(reason, []).append(_source_name(sources[i], i))
+    by_reason, by_conversion = _by_kind(skipped, sources), _by_kind(conversions, sources)
     if by_reason and state.is_main_process:
         counts = ", ".join(f"{reason}: {len(names)}" for reason, names in by_reason.items())
         names = ", ".join(name for names in by_reason.values() for name in names)
         logger.warning("%s: skipped %d of %d files (%s): %s", name, len(skipped), len(indices), counts, names)
+    if by_conversion and state.is_main_process:
+        counts = ", ".join(f"{kind}: {len(names)}" for kind, names in by_conversion.items())
+        logger.info("%s: converted files (%s)", name, counts)
     if not valid:
         counts = dict(Counter(skipped.values()))
-        raise ValueError(
+        raise HJPruneInputError(
             f"no usable audio in the {name} split: all {len(indices)} rows were skipped ({counts}); "
             "check the audio files and the data source"
         )
@@ -170,6 +187,7 @@ def prepare_split(
         lengths=[lengths[i] for i in valid],
         audio=[audio[i] for i in valid] if audio is not None else None,
         skipped=by_reason,
+        converted=by_conversion,
     )
 
 
@@ -178,26 +196,37 @@ def _is_empty(value: Any) -> bool:
 
 
 def _check_audio(
-    sources: Sequence[Any], indices: Sequence[int], keep: bool = True
-) -> tuple[dict[int, np.ndarray | int], dict[int, str]]:
-    """The decoded audio (when `keep`, else its length) of the usable files and the skip reason of
-    the others, by index."""
-    audio, skipped = {}, {}
+    sources: Sequence[Any], indices: Sequence[int], keep: bool = True, max_seconds: float | None = None
+) -> tuple[dict[int, np.ndarray | int], dict[int, str], dict[int, list[str]]]:
+    """By index: the decoded audio (when `keep`, else its length) of the usable files, the skip
+    reason of the others, and the conversions of the converted ones."""
+    audio, skipped, conversions = {}, {}, {}
     for i in indices:
         try:
-            decoded = load_audio(sources[i], SAMPLING_RATE)
+            decoded = decode_audio(sources[i], SAMPLING_RATE, max_seconds=max_seconds)
         except AudioError as err:
             skipped[i] = err.reason
             continue
         except FileNotFoundError:
             skipped[i] = "missing"
             continue
-        audio[i] = decoded if keep else len(decoded)
-    return audio, skipped
+        audio[i] = decoded.audio if keep else len(decoded.audio)
+        if decoded.conversions(SAMPLING_RATE):
+            conversions[i] = decoded.conversions(SAMPLING_RATE)
+    return audio, skipped, conversions
 
 
 def _merge(parts: list[dict[int, Any]]) -> dict[int, Any]:
     return {key: value for part in parts for key, value in part.items()}
+
+
+def _by_kind(kinds: Mapping[int, str | list[str]], sources: Sequence[Any]) -> dict[str, list[str]]:
+    """File names grouped by skip reason or conversion (an index may have several conversions)."""
+    grouped: dict[str, list[str]] = {}
+    for i, kind in sorted(kinds.items()):
+        for one in [kind] if isinstance(kind, str) else kind:
+            grouped.setdefault(one, []).append(_source_name(sources[i], i))
+    return grouped
 
 
 def _source_name(source: Any, index: int) -> str:

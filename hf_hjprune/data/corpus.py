@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
+from ..errors import HJPruneInputError
 from .speech_synth import ACCENTS, SAMPLE_RATE, VARIANTS, SynthesisRequest, synthesize_batch
 
 logger = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def build_corpus(
         The splits `train`, `validation` and `test`, with the columns of [`FEATURES`].
     """
     if num_train < len(INTENTS):
-        raise ValueError(
+        raise HJPruneInputError(
             f"num_train must be at least the number of intents ({len(INTENTS)}), got {num_train}."
         )
     params = {
@@ -447,7 +448,7 @@ def _draw_utterance(
         if (text, speaker) not in taken:
             taken.add((text, speaker))
             return text, f"{intent}/{index}", speaker
-    raise ValueError(f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus.")
+    raise HJPruneInputError(f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus.")
 
 
 def _synthesize(plan: dict[str, list[dict[str, Any]]], output_dir: Path, num_workers: int) -> None:

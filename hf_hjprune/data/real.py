@@ -39,6 +39,8 @@ from datasets import (
 )
 from datasets.features.features import FeatureType
 
+from ..errors import HJPruneInputError
+
 logger = logging.getLogger(__name__)
 
 LIBRISPEECH_REPO = "openslr/librispeech_asr"
@@ -93,7 +95,7 @@ class ColumnMapping:
 
     def __post_init__(self) -> None:
         if (self.scenario is None) != (self.action is None):
-            raise ValueError("Give both `scenario` and `action` columns, or neither.")
+            raise HJPruneInputError("Give both `scenario` and `action` columns, or neither.")
 
     @property
     def has_intent(self) -> bool:
@@ -154,7 +156,7 @@ def load_librispeech(
         **load_kwargs: Passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`, `token`, `num_proc`).
 
     Raises:
-        ValueError: A split or a column does not exist; the message lists the available ones.
+        HJPruneInputError: A split or a column does not exist; the message lists the available ones.
     """
     return _load(
         name_or_path,
@@ -203,14 +205,14 @@ def load_slurp(
         **load_kwargs: Passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`, `token`, `num_proc`).
 
     Raises:
-        ValueError: A split or a column does not exist, or an utterance is missing from `annotations`.
+        HJPruneInputError: A split or a column does not exist, or an utterance is missing from `annotations`.
     """
     if not columns.has_intent:
-        raise ValueError("SLURP needs an `intent` column, or `scenario` and `action` columns.")
+        raise HJPruneInputError("SLURP needs an `intent` column, or `scenario` and `action` columns.")
     intents_by_id = None
     if annotations is not None:
         if columns.id is None:
-            raise ValueError("Joining `annotations` needs the utterance id column `columns.id`.")
+            raise HJPruneInputError("Joining `annotations` needs the utterance id column `columns.id`.")
         intents_by_id = _read_annotations(Path(annotations))
     return _load(
         name_or_path,
@@ -228,12 +230,12 @@ def _split_names(train: str, validation: str, test: str | Sequence[str]) -> dict
     """Map each output split to its source split."""
     tests = [test] if isinstance(test, str) else list(test)
     if not tests:
-        raise ValueError("`test_split` needs at least one split.")
+        raise HJPruneInputError("`test_split` needs at least one split.")
     names = {"train": train, "validation": validation, "test": tests[0]}
     for source in tests[1:]:
         name = re.sub(r"\W+", "_", source)
         if name in names:
-            raise ValueError(f"Test split {source!r} would be named {name!r}, which is already taken.")
+            raise HJPruneInputError(f"Test split {source!r} would be named {name!r}, which is already taken.")
         names[name] = source
     return names
 
@@ -254,7 +256,7 @@ def _load(
     data_files = load_dataset_builder(name_or_path, config, **builder_kwargs).config.data_files
     missing = [s for s in dict.fromkeys(splits.values()) if s not in data_files]
     if missing:
-        raise ValueError(
+        raise HJPruneInputError(
             f"Split(s) {missing} not found in {name_or_path!r} (config {config!r}); "
             f"available splits: {list(data_files)}."
         )
@@ -292,7 +294,9 @@ def _to_schema(
         sources["speaker"] = columns.speaker
     missing = sorted({c for c in sources.values() if c not in ds.column_names})
     if missing:
-        raise ValueError(f"Column(s) {missing} not found in {where}; available columns: {ds.column_names}.")
+        raise HJPruneInputError(
+            f"Column(s) {missing} not found in {where}; available columns: {ds.column_names}."
+        )
 
     ds = _undecoded_audio(ds.select_columns(list(dict.fromkeys(sources.values()))), columns.audio, root)
     ds = ds.rename_columns({source: name for name, source in sources.items() if source != name})
@@ -384,7 +388,7 @@ def _lookup(intents_by_id: Mapping[str, str], uid: Any, where: str) -> str:
     try:
         return intents_by_id[str(uid)]
     except KeyError:
-        raise ValueError(f"Utterance id {uid} of {where} is not in the SLURP annotations.") from None
+        raise HJPruneInputError(f"Utterance id {uid} of {where} is not in the SLURP annotations.") from None
 
 
 def _warn_unscoped_intents(intents: Iterable[str], where: str) -> None:

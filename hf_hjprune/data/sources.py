@@ -6,6 +6,7 @@ transcript (ASR), `intent` the intent name (SLU); `speaker` is optional. Nothing
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value, load_from_disk
 
+from ..errors import HJPruneInputError, did_you_mean, unknown_keys_message
 from .corpus import SPLITS, build_corpus
 
 SOURCES = ("synthetic", "librispeech", "slurp")
@@ -33,32 +35,58 @@ def load_source(name_or_path: str | os.PathLike, **options: Any) -> DatasetDict:
         options: Options of the source. For `"synthetic"`: `num_train`, `num_validation`, `num_test`,
             `seed` and `cache_dir`; for `"librispeech"` and `"slurp"`: the keyword arguments of their
             loaders. Local directories take none.
+
+    Raises:
+        HJPruneInputError: An unknown source or option (checked before anything is built or
+            downloaded), or a local directory that is not a data set.
     """
     name = os.fspath(name_or_path)
+    loader = _loader(name)
+    check_options(name, options)
+    return loader(**options)
+
+
+def _loader(name: str) -> Any:
     if name == "synthetic":
-        return _synthetic(**options)
+        return _synthetic
     if name in ("librispeech", "slurp"):
         from . import real  # optional heavy loaders, imported only when asked for
 
-        return getattr(real, f"load_{name}")(**options)
+        return getattr(real, f"load_{name}")
     path = Path(name).expanduser()
     if path.is_dir():
-        if options:
-            raise ValueError(f"a local dataset directory takes no options, got {sorted(options)}")
-        return _local(path)
-    raise ValueError(
-        f"unknown data source {name!r}: expected one of {', '.join(SOURCES)} or an existing directory "
-        "with {split}.jsonl manifests or a save_to_disk DatasetDict"
+        return lambda: _local(path)
+    raise HJPruneInputError(
+        f"unknown data source {name!r}{did_you_mean(name, SOURCES)}: expected one of {', '.join(SOURCES)} "
+        "or an existing directory with {split}.jsonl manifests or a save_to_disk DatasetDict"
     )
 
 
+def check_options(name_or_path: str | os.PathLike, options: dict[str, Any]) -> None:
+    """Raise [`HJPruneInputError`] for an option that the source does not take (with the closest one).
+
+    A source that accepts arbitrary keyword arguments (the Hub loaders pass them to
+    `datasets.load_dataset`) accepts any name.
+    """
+    name = os.fspath(name_or_path)
+    parameters = inspect.signature(_loader(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = set(options) - set(parameters)
+    if not unknown:
+        return
+    if not parameters:
+        raise HJPruneInputError(f"a local dataset directory takes no data_options, got {sorted(options)}")
+    raise HJPruneInputError(unknown_keys_message(unknown, parameters, f"data_options of {name!r}", "option"))
+
+
 def check_columns(dataset: DatasetDict, task: str) -> None:
-    """Raise a `ValueError` naming the missing column if a split lacks a column that `task` needs."""
+    """Raise an [`HJPruneInputError`] naming the missing column if a split lacks a column that `task` needs."""
     for split in SPLITS:
         columns = dataset[split].column_names
         missing = [column for column in TASK_COLUMNS[task] if column not in columns]
         if missing:
-            raise ValueError(
+            raise HJPruneInputError(
                 f"the {split} split has no {', '.join(map(repr, missing))} column, which the {task} task "
                 f"needs; available columns: {columns}"
             )
@@ -103,11 +131,13 @@ def _local(path: Path) -> DatasetDict:
     if (path / "dataset_dict.json").is_file():
         dataset = load_from_disk(str(path))
         if not isinstance(dataset, DatasetDict):
-            raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with train/validation/test")
+            raise HJPruneInputError(
+                f"{path} holds a single Dataset; save a DatasetDict with train/validation/test"
+            )
     else:
         manifests = {split: path / f"{split}.jsonl" for split in SPLITS}
         if not any(manifest.is_file() for manifest in manifests.values()):
-            raise ValueError(
+            raise HJPruneInputError(
                 f"{path} is neither a save_to_disk DatasetDict nor a folder of {{split}}.jsonl manifests"
             )
         dataset = DatasetDict(
@@ -115,13 +145,27 @@ def _local(path: Path) -> DatasetDict:
         )
     missing = [split for split in SPLITS if split not in dataset]
     if missing:
-        raise ValueError(f"{path} has no {', '.join(missing)} split; found {sorted(dataset)}")
+        raise HJPruneInputError(f"{path} has no {', '.join(missing)} split; found {sorted(dataset)}")
     return _common_schema(DatasetDict({split: dataset[split] for split in SPLITS}))
 
 
 def _read_manifest(manifest: Path) -> Dataset:
+    rows = []
     with open(manifest, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise HJPruneInputError(f"{manifest}, line {number}: not a JSON object ({err})") from None
+            if not isinstance(row, dict):
+                raise HJPruneInputError(
+                    f"{manifest}, line {number}: expected a JSON object, got {line.strip()!r}"
+                )
+            rows.append(row)
+    if not rows:
+        raise HJPruneInputError(f"{manifest} lists no utterances")
     for row in rows:
         if isinstance(row.get("audio"), str) and not os.path.isabs(row["audio"]):
             row["audio"] = str(manifest.parent.resolve() / row["audio"])

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import HJPruneInputError
 from .audio import AudioError, load_audio
 from .speech_synth import SAMPLE_RATE
 
@@ -76,17 +77,17 @@ def load_unlabeled(
         return corpus.train, corpus.validation, {**info, "hours": corpus.hours}
     path = Path(name).expanduser()
     if not path.is_dir():
-        raise ValueError(
+        raise HJPruneInputError(
             f"unknown unlabeled data source {name!r}: expected 'broad_speech' or a folder of audio files"
         )
     if options:
-        raise ValueError(f"a local audio folder takes no data_options, got {sorted(options)}")
+        raise HJPruneInputError(f"a local audio folder takes no data_options, got {sorted(options)}")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     usable, lengths, skipped = _usable(files)
     if skipped:
         logger.warning("%s: skipped %d unusable audio files (%s)", path, sum(skipped.values()), dict(skipped))
     if len(usable) < 2:
-        raise ValueError(
+        raise HJPruneInputError(
             f"{path}: {len(usable)} usable audio files of {len(files)} ({dict(skipped)} skipped); pretraining "
             f"needs at least 2 ({', '.join(AUDIO_SUFFIXES)} files that decode and are not silent)"
         )
