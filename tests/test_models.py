@@ -165,7 +165,9 @@ def test_init_of_a_pruned_structure_follows_stock(family):
     stock_model = FAMILIES[family].stock_models["ctc"](stock_config)
     stock = dict(stock_model.named_parameters())
     # The positional conv's effective weight (a weight-norm parametrisation stores g and v).
-    pruned_pos_conv, stock_pos_conv = (m.base_model.encoder.pos_conv_embed.conv for m in (pruned, stock_model))
+    pruned_pos_conv, stock_pos_conv = (
+        m.base_model.encoder.pos_conv_embed.conv for m in (pruned, stock_model)
+    )
     tensors = [("pos_conv_embed.conv.weight", pruned_pos_conv.weight)]
     stock["pos_conv_embed.conv.weight"] = stock_pos_conv.weight
     tensors += list(pruned.named_parameters())
