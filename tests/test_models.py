@@ -279,7 +279,10 @@ BAD_CONFIGS = [
     (dict(attention_heads_per_layer=[4, -1, 1]), r"attention_heads_per_layer\[1\] = -1 is below"),
     (dict(intermediate_size_per_layer=[48, 48, 49]), r"intermediate_size_per_layer\[2\] = 49 is above"),
     (dict(intermediate_size_per_layer=[-3, 48, 48]), r"intermediate_size_per_layer\[0\] = -3 is below"),
-    (dict(num_attention_heads=5), "not divisible by num_attention_heads"),
+    (
+        dict(num_attention_heads=5),
+        "not divisible by num_attention_heads = 5: pruned configs need the original",
+    ),
 ]
 
 
@@ -308,6 +311,45 @@ def test_malformed_wavlm_head_indices(kept, message):
     with pytest.raises(StrictDataclassError, match=message):
         heads = [len(k) for k in kept] + [1] * (3 - len(kept))
         HJPrunedWavLMConfig(**values, kept_head_indices=kept, attention_heads_per_layer=heads)
+
+
+# The adapters each stock family builds from its config; pruned models reject them at any time.
+ADAPTERS = {
+    "wav2vec2": {"add_adapter": True, "adapter_attn_dim": 16},
+    "hubert": {"adapter_attn_dim": 16},
+    "wavlm": {"add_adapter": True},
+}
+ADAPTER_CASES = [
+    (family, name, value) for family, fields in ADAPTERS.items() for name, value in fields.items()
+]
+
+
+@pytest.mark.parametrize("family,field,value", ADAPTER_CASES)
+def test_adapters_are_rejected_at_any_time(family, field, value, tmp_path):
+    message = f"(?s)field '{field}'.*adapters are not supported by pruned models"
+    with pytest.raises(StrictDataclassError, match=message):
+        to_pruned_config(tiny_config(family, **{field: value}))
+    model = prune_model(build(family, "ctc"), random_keep(tiny_config(family), torch.Generator()))
+    with pytest.raises(StrictDataclassError, match=message):
+        model.config.__setattr__(field, value)  # the case: set after construction
+    with pytest.raises(StrictDataclassError, match=message):
+        model.config.update({field: value})
+    model.save_pretrained(tmp_path)
+    with pytest.raises(StrictDataclassError, match=message):
+        AutoModelForCTC.from_pretrained(tmp_path, **{field: value})
+    assert not getattr(model.config, field)
+
+
+@pytest.mark.parametrize("family", FAMILIES_NAMES)
+def test_output_lengths_describe_the_forward(family):
+    model = prune_model(build(family, "base"), random_keep(tiny_config(family), torch.Generator()))
+    for samples in (400, 1000, 3201):
+        with torch.no_grad():
+            frames = model(torch.randn(1, samples)).last_hidden_state.shape[1]
+        assert model._get_feat_extract_output_lengths(samples) == frames
+        assert model._get_feat_extract_output_lengths(torch.tensor([samples]), add_adapter=False) == frames
+    with pytest.raises(ValueError, match="pruned models have no adapter"):
+        model._get_feat_extract_output_lengths(1000, add_adapter=True)
 
 
 def test_wrong_field_type_is_rejected():

@@ -153,8 +153,9 @@ class HJPrunedEncoderMixin:
 
 
 class HJPrunedPreTrainedMixin:
-    """Weight initialisation exactly as for the stock classes.
+    """What every pruned model class changes in its stock `PreTrainedModel`.
 
+    Weight initialisation runs exactly as for the stock classes:
     transformers treats classes defined outside `transformers.*` as custom code and then skips
     `_init_weights` for modules without parameters of their own. Stock wav2vec2 and WavLM
     initialise the positional conv (bias 0, scaled normal weight) and the feature projection
@@ -165,6 +166,14 @@ class HJPrunedPreTrainedMixin:
 
     def _initialize_weights(self, module, is_custom_code: bool = False):
         super()._initialize_weights(module, is_custom_code=False)
+
+    def _get_feat_extract_output_lengths(self, input_lengths, add_adapter: bool | None = None):
+        """Output frames of the conv feature encoder (pruned models have no adapter to count)."""
+        if add_adapter:
+            raise ValueError(
+                "add_adapter=True: pruned models have no adapter, their output lengths never count one"
+            )
+        return super()._get_feat_extract_output_lengths(input_lengths)
 
 
 class HJPrunedModelMixin(HJPrunedPreTrainedMixin):
