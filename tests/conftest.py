@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs of every supported family, built in code (random weights)."""
 
 import os
+from collections import Counter, defaultdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -113,3 +114,48 @@ def _thread_count_restored():
 @pytest.fixture
 def audio_batch():
     return padded_audio()
+
+
+# Marks that transformers' common tests carry (tests/test_conformance.py runs them).
+TRANSFORMERS_TEST_MARKS = (
+    "slow",
+    "accelerate_tests",
+    "flash_attn_test",
+    "flash_attn_3_test",
+    "flash_attn_4_test",
+    "torch_compile_test",
+)
+
+
+def pytest_configure(config):
+    for mark in TRANSFORMERS_TEST_MARKS:
+        config.addinivalue_line("markers", f"{mark}: a mark of transformers' common tests")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Counts of the conformance tests per pruned family, so that CI logs show them."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            path, _, rest = getattr(report, "nodeid", "").partition("::")
+            if not path.endswith("test_conformance.py"):
+                continue
+            if not rest:  # the whole module skipped: the sdist could not be fetched
+                reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+                terminalreporter.write_line(f"conformance with transformers: SKIPPED ({reason})", yellow=True)
+                return
+            if report.when != "call" and outcome == "passed":
+                continue
+            family = rest.split("::")[0].removeprefix("HJPruned").removesuffix("ConformanceTest").lower()
+            expected = outcome == "skipped" and "expected difference" in str(report.longrepr)
+            counts[family]["expected differences skipped" if expected else outcome] += 1
+    if counts:
+        import transformers
+
+        terminalreporter.write_sep(
+            "=", f"conformance with transformers {transformers.__version__} common tests"
+        )
+        for family, count in counts.items():
+            terminalreporter.write_line(
+                f"{family}: " + ", ".join(f"{n} {what}" for what, n in sorted(count.items()))
+            )

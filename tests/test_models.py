@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForAudioClassification, AutoModelFo
 
 from hf_hjprune import HJPrunedWav2Vec2Config, HJPrunedWavLMConfig
 from hf_hjprune.materialize import prune_model
-from hf_hjprune.structure import FAMILIES
+from hf_hjprune.structure import FAMILIES, to_pruned_config
 
 FAMILIES_NAMES = list(FAMILIES)
 LAYOUTS = [("group", False), ("layer", False), ("group", True), ("layer", True)]
@@ -143,6 +143,63 @@ def test_eager_and_sdpa_agree(attn, audio_batch, monkeypatch):
     assert [shape[1] for shape in calls] == kept_heads
 
 
+@pytest.mark.parametrize("family", FAMILIES_NAMES)
+@pytest.mark.parametrize("head", ["base", "ctc", "classification"])
+@pytest.mark.parametrize("norm,stable", [("group", False), ("layer", True)])
+def test_init_from_config_is_the_stock_init(family, head, norm, stable):
+    """At dense sizes, a pruned class built from a config draws exactly the stock weights."""
+    config = tiny_config(family, norm, stable, mask_time_prob=0.5, use_weighted_layer_sum=True)
+    torch.manual_seed(0)
+    stock = FAMILIES[family].stock_models[head](config).state_dict()
+    torch.manual_seed(0)
+    pruned = FAMILIES[family].pruned_models[head](to_pruned_config(config)).state_dict()
+    assert pruned.keys() == stock.keys()
+    differ = [name for name in stock if not torch.equal(pruned[name], stock[name])]
+    assert not differ, f"initialised unlike the stock model: {differ}"
+
+
+@pytest.mark.parametrize("family", FAMILIES_NAMES)
+def test_init_of_a_pruned_structure_follows_stock(family):
+    """Pruned sizes: the CNN, feature projection and positional conv draw from the distributions of
+    the stock model with the same conv widths (positional conv bias 0, scaled normal weight, feature
+    projection uniform +-sqrt(1/kept channels), ...)."""
+    torch.manual_seed(0)
+    sizes = dict(conv_dim=(96, 96, 96), hidden_size=64, intermediate_size=96, conv_bias=True)
+    config = tiny_config(family, "layer", **sizes)
+    keep = random_keep(config, torch.Generator().manual_seed(5), allow_empty=False)
+    keep["conv"] = [list(range(0, 96, 2)), list(range(0, 96, 3)), list(range(1, 96, 2))]
+    pruned_config = prune_model(FAMILIES[family].stock_models["ctc"](config), keep).config
+    pruned = FAMILIES[family].pruned_models["ctc"](pruned_config)
+    stock_config = tiny_config(family, "layer", **{**sizes, "conv_dim": pruned_config.conv_dim})
+    stock_model = FAMILIES[family].stock_models["ctc"](stock_config)
+    stock = dict(stock_model.named_parameters())
+    # The positional conv's effective weight (a weight-norm parametrisation stores g and v).
+    pruned_pos_conv, stock_pos_conv = (
+        m.base_model.encoder.pos_conv_embed.conv for m in (pruned, stock_model)
+    )
+    tensors = [("pos_conv_embed.conv.weight", pruned_pos_conv.weight)]
+    stock["pos_conv_embed.conv.weight"] = stock_pos_conv.weight
+    tensors += list(pruned.named_parameters())
+    compared = []
+    for name, param in tensors:
+        if not any(part in name for part in ("feature_extractor.", "feature_projection.", "pos_conv_embed.")):
+            continue
+        param, expected = param.detach(), stock[name].detach()
+        assert param.shape == expected.shape, name
+        if expected.std() == 0:  # a constant init (norm affines, zero biases)
+            torch.testing.assert_close(param, expected, atol=0, rtol=0, msg=name)
+        elif param.numel() >= 64:  # enough draws for the sample statistics
+            # ~6 standard errors of the sample std and mean: never flaky, yet the generic init
+            # (std 0.02 where stock draws ~0.1) is far outside.
+            tolerance = 4 / param.numel() ** 0.5
+            assert abs(param.std() / expected.std() - 1) < tolerance, (name, param.std(), expected.std())
+            assert abs(param.mean() - expected.mean()) < 1.5 * tolerance * expected.std(), name
+        compared.append(name)
+    assert any("pos_conv_embed.conv.bias" in name for name in compared)
+    assert any("feature_projection.projection.weight" in name for name in compared)
+    assert pruned.base_model.encoder.pos_conv_embed.conv.bias.abs().max() == 0
+
+
 AUTO = {"base": AutoModel, "ctc": AutoModelForCTC, "classification": AutoModelForAudioClassification}
 
 
@@ -231,7 +288,10 @@ BAD_CONFIGS = [
     (dict(attention_heads_per_layer=[4, -1, 1]), r"attention_heads_per_layer\[1\] = -1 is below"),
     (dict(intermediate_size_per_layer=[48, 48, 49]), r"intermediate_size_per_layer\[2\] = 49 is above"),
     (dict(intermediate_size_per_layer=[-3, 48, 48]), r"intermediate_size_per_layer\[0\] = -3 is below"),
-    (dict(num_attention_heads=5), "not divisible by num_attention_heads"),
+    (
+        dict(num_attention_heads=5),
+        "not divisible by num_attention_heads = 5: pruned configs need the original",
+    ),
 ]
 
 
@@ -260,6 +320,45 @@ def test_malformed_wavlm_head_indices(kept, message):
     with pytest.raises(StrictDataclassError, match=message):
         heads = [len(k) for k in kept] + [1] * (3 - len(kept))
         HJPrunedWavLMConfig(**values, kept_head_indices=kept, attention_heads_per_layer=heads)
+
+
+# The adapters each stock family builds from its config; pruned models reject them at any time.
+ADAPTERS = {
+    "wav2vec2": {"add_adapter": True, "adapter_attn_dim": 16},
+    "hubert": {"adapter_attn_dim": 16},
+    "wavlm": {"add_adapter": True},
+}
+ADAPTER_CASES = [
+    (family, name, value) for family, fields in ADAPTERS.items() for name, value in fields.items()
+]
+
+
+@pytest.mark.parametrize("family,field,value", ADAPTER_CASES)
+def test_adapters_are_rejected_at_any_time(family, field, value, tmp_path):
+    message = f"(?s)field '{field}'.*adapters are not supported by pruned models"
+    with pytest.raises(StrictDataclassError, match=message):
+        to_pruned_config(tiny_config(family, **{field: value}))
+    model = prune_model(build(family, "ctc"), random_keep(tiny_config(family), torch.Generator()))
+    with pytest.raises(StrictDataclassError, match=message):
+        model.config.__setattr__(field, value)  # the issue's case: set after construction
+    with pytest.raises(StrictDataclassError, match=message):
+        model.config.update({field: value})
+    model.save_pretrained(tmp_path)
+    with pytest.raises(StrictDataclassError, match=message):
+        AutoModelForCTC.from_pretrained(tmp_path, **{field: value})
+    assert not getattr(model.config, field)
+
+
+@pytest.mark.parametrize("family", FAMILIES_NAMES)
+def test_output_lengths_describe_the_forward(family):
+    model = prune_model(build(family, "base"), random_keep(tiny_config(family), torch.Generator()))
+    for samples in (400, 1000, 3201):
+        with torch.no_grad():
+            frames = model(torch.randn(1, samples)).last_hidden_state.shape[1]
+        assert model._get_feat_extract_output_lengths(samples) == frames
+        assert model._get_feat_extract_output_lengths(torch.tensor([samples]), add_adapter=False) == frames
+    with pytest.raises(ValueError, match="pruned models have no adapter"):
+        model._get_feat_extract_output_lengths(1000, add_adapter=True)
 
 
 def test_wrong_field_type_is_rejected():

@@ -12,11 +12,24 @@ A pruned config is the stock config of its family plus the per-layer sizes that 
 - WavLM only, `kept_head_indices`: which original heads each layer kept, because the relative
   position bias is computed for the original heads and shared by all layers.
 
-Left at `None`, the per-layer fields describe the dense model. This file is shipped as remote code
-next to pruned checkpoints: it may import only torch, transformers and huggingface_hub.
+Left at `None`, the per-layer fields describe the dense model.
+
+What differs from the stock configs and models by design:
+
+- `hidden_size` must be divisible by `num_attention_heads`, the ORIGINAL head count, when the
+  config is built (stock configs accept any value and fail only when the attention is built);
+- attention outputs (`output_attentions=True`) have `attention_heads_per_layer[i]` heads in layer
+  `i`, not `num_attention_heads` in every layer;
+- adapters are not supported: the ones the stock family builds, `add_adapter=True` (wav2vec2,
+  WavLM) and `adapter_attn_dim` (wav2vec2, HuBERT), are rejected when the config is built and
+  whenever they are set later, so the output lengths (`_get_feat_extract_output_lengths`) always
+  describe the forward.
+
+This file is shipped as remote code next to pruned checkpoints: it may import only torch,
+transformers and huggingface_hub.
 """
 
-from huggingface_hub.dataclasses import strict
+from huggingface_hub.dataclasses import strict, validated_field
 from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
 
 
@@ -48,10 +61,10 @@ class HJPrunedConfigMixin:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size = {self.hidden_size} is not divisible by num_attention_heads = "
-                f"{self.num_attention_heads} (the original head count, which fixes head_dim)"
+                f"{self.num_attention_heads}: pruned configs need the original head count to divide "
+                "hidden_size because it fixes head_dim = hidden_size // num_attention_heads in every "
+                "layer (stricter than the stock config, which fails only when the attention is built)"
             )
-        if getattr(self, "add_adapter", False) or getattr(self, "adapter_attn_dim", None) is not None:
-            raise ValueError("add_adapter / adapter_attn_dim: adapters are not supported by pruned models")
         layers = self.num_hidden_layers
         _check_sizes("original_conv_dim", self.original_conv_dim, len(self.conv_dim), lowest=1)
         _check_sizes("conv_dim", self.conv_dim, len(self.conv_dim), lowest=1, highest=self.original_conv_dim)
@@ -68,6 +81,15 @@ class HJPrunedConfigMixin:
             layers,
             highest=[self.intermediate_size] * layers,
             highest_name="intermediate_size",
+        )
+
+
+def _reject_adapters(value) -> None:
+    """Validator of `add_adapter` / `adapter_attn_dim`, run at construction and on every assignment."""
+    if value:
+        raise ValueError(
+            f"{value!r}: adapters are not supported by pruned models (none would be built, while the "
+            "output lengths and the CTC head would expect one); leave this field at its default"
         )
 
 
@@ -96,6 +118,10 @@ class HJPrunedWav2Vec2Config(HJPrunedConfigMixin, Wav2Vec2Config):
     original_conv_dim: list[int] | None = None
     attention_heads_per_layer: list[int] | None = None
     intermediate_size_per_layer: list[int] | None = None
+    # Redeclared with a validator: strict dataclasses validate on every assignment too, so the adapters
+    # the stock family would build are rejected whenever they are set, not only at construction.
+    add_adapter: bool = validated_field(_reject_adapters, default=False)
+    adapter_attn_dim: int | None = validated_field(_reject_adapters, default=None)
 
 
 @strict
@@ -105,6 +131,9 @@ class HJPrunedHubertConfig(HJPrunedConfigMixin, HubertConfig):
     original_conv_dim: list[int] | None = None
     attention_heads_per_layer: list[int] | None = None
     intermediate_size_per_layer: list[int] | None = None
+    # Rejected at construction and on assignment, as for wav2vec2 (HuBERT has only attention adapters,
+    # which its stock encoder builds when the config has this attribute).
+    adapter_attn_dim: int | None = validated_field(_reject_adapters, default=None)
 
 
 @strict
@@ -114,6 +143,8 @@ class HJPrunedWavLMConfig(HJPrunedConfigMixin, WavLMConfig):
     original_conv_dim: list[int] | None = None
     attention_heads_per_layer: list[int] | None = None
     intermediate_size_per_layer: list[int] | None = None
+    # Rejected at construction and on assignment, as for wav2vec2 (WavLM has no attention adapters).
+    add_adapter: bool = validated_field(_reject_adapters, default=False)
     kept_head_indices: list[list[int]] | None = None
 
     def _fill_pruned_defaults(self) -> None:

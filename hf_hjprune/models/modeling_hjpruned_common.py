@@ -152,7 +152,31 @@ class HJPrunedEncoderMixin:
         self.gradient_checkpointing = False
 
 
-class HJPrunedModelMixin:
+class HJPrunedPreTrainedMixin:
+    """What every pruned model class changes in its stock `PreTrainedModel`.
+
+    Weight initialisation runs exactly as for the stock classes:
+    transformers treats classes defined outside `transformers.*` as custom code and then skips
+    `_init_weights` for modules without parameters of their own. Stock wav2vec2 and WavLM
+    initialise the positional conv (bias 0, scaled normal weight) and the feature projection
+    (uniform +-sqrt(1/in)) from exactly such parent modules, so they would keep generic Conv1d /
+    Linear init. The skip guards remote code that writes weights in place; ours is the stock
+    `_init_weights`, whose `transformers.initialization` functions leave loaded weights alone.
+    """
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        super()._initialize_weights(module, is_custom_code=False)
+
+    def _get_feat_extract_output_lengths(self, input_lengths, add_adapter: bool | None = None):
+        """Output frames of the conv feature encoder (pruned models have no adapter to count)."""
+        if add_adapter:
+            raise ValueError(
+                "add_adapter=True: pruned models have no adapter, their output lengths never count one"
+            )
+        return super()._get_feat_extract_output_lengths(input_lengths)
+
+
+class HJPrunedModelMixin(HJPrunedPreTrainedMixin):
     """The stock base model with a pruned feature encoder, feature projection and encoder."""
 
     feature_projection_class: type
@@ -174,7 +198,7 @@ class HJPrunedModelMixin:
         self.post_init()
 
 
-class HJPrunedForCTCMixin:
+class HJPrunedForCTCMixin(HJPrunedPreTrainedMixin):
     """The stock CTC head on top of the pruned base model."""
 
     pruned_base_model_class: type
@@ -190,7 +214,7 @@ class HJPrunedForCTCMixin:
         self.post_init()
 
 
-class HJPrunedForSequenceClassificationMixin:
+class HJPrunedForSequenceClassificationMixin(HJPrunedPreTrainedMixin):
     """The stock utterance classification head (mean pooling) on top of the pruned base model."""
 
     pruned_base_model_class: type
