@@ -59,7 +59,6 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from .cards import card_from_summary
 from .hub import NO_TOKEN, FileDigest, _http_error_message, folder_digests, stage_run, write_card_files
 from .zoo import (
     DEFAULT_OUTPUT_ROOT,
@@ -69,6 +68,7 @@ from .zoo import (
     LEADERBOARD_JSON,
     TRAINED,
     collection_note,
+    entry_card,
     leaderboard_markdown,
     leaderboard_records,
     load_index,
@@ -116,6 +116,7 @@ class Target:
     missing: str | None = None  # why some files cannot be staged here (then it cannot be pushed)
     needs: tuple[str, ...] = ()  # model repositories it refers to
     publish: bool = True  # False: outside --only; only its existence is read
+    owned: bool = True  # the zoo owns every file: remote files it does not stage are removed
 
     @property
     def label(self) -> str:
@@ -166,34 +167,27 @@ def _finished(run_dir: Path) -> bool:
 def stage_entry(entry: Mapping[str, Any], run_dir: Path, leaderboard_url: str, folder: Path) -> None:
     """The files of a zoo entry's repository: what `hjprune push` uploads, described by the index.
 
-    The card and the files next to it come from the entry (so the zoo's card is the one published);
-    the model files come from the run folder, when it exists, after checking that they are the run
-    the entry describes (the hashes it records, or its config for an index without them).
+    The model files come from the run folder, when it exists, after checking that they are the run
+    the entry describes (the hashes it records, or its config for an index without them); the card
+    and the files next to it come from the entry, so the zoo's card is the one published.
     """
-    card = card_from_summary(
-        entry["summary"],
-        entry["config"],
-        name=entry["name"],
-        model_id=entry["repo_id"],
-        bench=entry["bench"],
-        start=entry["start_summary"],
-        leaderboard=leaderboard_url,
-    )
-    write_card_files(folder, card, entry["summary"], entry["config"], entry["bench"], entry["start_summary"])
-    if not _finished(run_dir):
-        return
-    model_dir = run_dir / "model"
-    recorded = entry.get("model_files")
-    if recorded is not None:
-        found = {path: digest.sha256 for path, digest in folder_digests(model_dir).items()}
-        if found != {path: digest["sha256"] for path, digest in recorded.items()}:
+    if _finished(run_dir):
+        model_dir = run_dir / "model"
+        recorded = entry.get("model_files")
+        if recorded is not None:
+            found = {path: digest.sha256 for path, digest in folder_digests(model_dir).items()}
+            if found != {path: digest["sha256"] for path, digest in recorded.items()}:
+                raise PublishError(
+                    f"{model_dir} holds other model files than zoo entry {entry['name']!r} records: "
+                    f"add the run again with `hjprune zoo add {run_dir} --name {entry['name']}`"
+                )
+        elif json.loads((model_dir / "config.json").read_text(encoding="utf-8")) != entry["config"]:
             raise PublishError(
-                f"{model_dir} holds other model files than zoo entry {entry['name']!r} records: "
-                f"add the run again with `hjprune zoo add {run_dir} --name {entry['name']}`"
+                f"{model_dir} is not the model of zoo entry {entry['name']!r}: its config differs"
             )
-    elif json.loads((model_dir / "config.json").read_text(encoding="utf-8")) != entry["config"]:
-        raise PublishError(f"{model_dir} is not the model of zoo entry {entry['name']!r}: its config differs")
-    shutil.copytree(model_dir, folder, dirs_exist_ok=True)
+        shutil.copytree(model_dir, folder, dirs_exist_ok=True)
+    card = entry_card(entry, leaderboard=leaderboard_url)
+    write_card_files(folder, card, entry["summary"], entry["config"], entry["bench"], entry["start_summary"])
 
 
 def _start_of(
@@ -355,6 +349,7 @@ def shared_targets(zoo: Zoo, index: Mapping[str, Any], available: set[str], org_
                 lambda folder: (folder / "README.md").write_text(card, encoding="utf-8"),
                 repo_type="space",
                 space_sdk="static",
+                owned=False,  # the organisation may keep other files there; the zoo writes README.md
                 needs=(*(e["repo_id"] for e in published), leaderboard, zoo.space_id),
             )
         )
@@ -447,7 +442,7 @@ def plan_repo(api: HfApi, target: Target, folder: Path) -> RepoPlan:
             plan.added.append(path)
         elif not digest.matches(remote[path]):
             plan.changed.append(path)
-    if target.missing is None or target.known:  # else the model files are unknown: extra ones too
+    if target.owned and (target.missing is None or target.known):  # else extra files are unknown
         plan.removed = sorted(set(remote) - set(local) - KEPT_REMOTE_FILES)
     return plan
 
@@ -562,7 +557,7 @@ class PushReport:
     commits: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    collection: str | None = None  # the collection's URL, when it is up to date
+    collection: str | None = None  # the collection's URL, when this push changed it
 
     @property
     def ok(self) -> bool:
@@ -638,7 +633,6 @@ def push_zoo(
     index = load_index(zoo_dir)
     zoo = zoo_targets(index, org, runs_root, space_dir, only)
     api = HfApi(endpoint=endpoint, token=token)
-    report = PushReport()
     with planned(api, zoo, index, org_card) as plan:
         for line in plan.describe():
             echo(line)
@@ -646,37 +640,44 @@ def push_zoo(
         if unpublishable:
             details = "; ".join(f"{t.label}: {t.missing}" for t in unpublishable)
             raise PublishError(f"cannot push {details} (train it, or leave it out with --only)")
-        if dry_run:
-            return report
-        pending = {p.target.repo_id for p in plan.repos if not p.exists}  # not on the Hub until committed
-        for repo in plan.repos:
-            target = repo.target
-            if not target.publish or repo.up_to_date:
-                continue
-            blocked = [need for need in target.needs if need in pending]
-            if blocked:
-                report.skipped[target.label] = f"needs {', '.join(blocked)}, which failed or was skipped"
-                echo(f"{target.label}: skipped ({report.skipped[target.label]})")
-                continue
-            try:
-                report.commits[target.label] = _commit(api, repo)
-            except _HTTP_ERRORS as err:
-                report.failed[target.label] = _describe(err, target.repo_id)
-                echo(f"{target.label}: failed: {report.failed[target.label]}")
-                continue
-            pending.discard(target.repo_id)
-            echo(f"{target.label}: {report.commits[target.label]}")
-        blocked = sorted(pending & {item.item_id for item in plan.items})
+        return PushReport() if dry_run else _publish(api, org, plan, echo)
+
+
+def _publish(api: HfApi, org: str, plan: Plan, echo: Callable[[str], object]) -> PushReport:
+    """Carry out a plan: one commit per repository that differs, in order, then the collection.
+
+    A step is skipped when a repository it refers to is not on the Hub because its own step failed.
+    """
+    report = PushReport()
+    pending = {p.target.repo_id for p in plan.repos if not p.exists}  # not on the Hub until committed
+    for repo in plan.repos:
+        target = repo.target
+        if not target.publish or repo.up_to_date:
+            continue
+        blocked = [need for need in target.needs if need in pending]
         if blocked:
-            report.skipped["collection"] = f"needs {', '.join(blocked)}, which failed or was skipped"
-            echo(f"collection: skipped ({report.skipped['collection']})")
-        elif not plan.collection.up_to_date:
-            try:
-                report.collection = _update_collection(api, org, plan.collection)
-                echo(f"collection: {report.collection}")
-            except _HTTP_ERRORS as err:
-                report.failed["collection"] = _describe(err, f"the collection of {org}")
-                echo(f"collection: failed: {report.failed['collection']}")
+            report.skipped[target.label] = f"needs {', '.join(blocked)}, which failed or was skipped"
+            echo(f"{target.label}: skipped ({report.skipped[target.label]})")
+            continue
+        try:
+            report.commits[target.label] = _commit(api, repo)
+        except _HTTP_ERRORS as err:
+            report.failed[target.label] = _describe(err, target.repo_id)
+            echo(f"{target.label}: failed: {report.failed[target.label]}")
+            continue
+        pending.discard(target.repo_id)
+        echo(f"{target.label}: {report.commits[target.label]}")
+    blocked = sorted(pending & {item.item_id for item in plan.items})
+    if blocked:
+        report.skipped["collection"] = f"needs {', '.join(blocked)}, which failed or was skipped"
+        echo(f"collection: skipped ({report.skipped['collection']})")
+    elif not plan.collection.up_to_date:
+        try:
+            report.collection = _update_collection(api, org, plan.collection)
+            echo(f"collection: {report.collection}")
+        except _HTTP_ERRORS as err:
+            report.failed["collection"] = _describe(err, f"the collection of {org}")
+            echo(f"collection: failed: {report.failed['collection']}")
     return report
 
 
@@ -693,18 +694,10 @@ def _drift(plan: RepoPlan) -> list[str]:
     label = plan.target.label
     if not plan.exists:
         return [f"missing repo: {label}"]
-    model_files = set(plan.target.known) | {
-        path for path in plan.changed if path.endswith((".safetensors", ".bin"))
-    }
     problems = [f"missing file: {label}: {path}" for path in plan.added]
     for path in plan.changed:
-        kind = (
-            "stale card"
-            if path == "README.md"
-            else "weights differ"
-            if path in model_files
-            else "changed file"
-        )
+        weights = path.endswith((".safetensors", ".bin"))
+        kind = "stale card" if path == "README.md" else "weights differ" if weights else "changed file"
         problems.append(f"{kind}: {label}: {path}")
     problems += [f"extra file: {label}: {path}" for path in plan.removed]
     return problems

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard
+
 from .cards import (
     FAMILY_NAMES,
     METRIC_NAMES,
@@ -502,6 +504,19 @@ def leaderboard_records(index: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{key: entry.get(key) for key in LEADERBOARD_KEYS} for entry in entries]
 
 
+def entry_card(entry: Mapping[str, Any], leaderboard: str | None = None) -> ModelCard:
+    """The model card of a trained entry, for its `repo_id`; `leaderboard`: a URL the card links to."""
+    return card_from_summary(
+        entry["summary"],
+        entry["config"],
+        name=entry["name"],
+        model_id=entry["repo_id"],
+        bench=entry["bench"],
+        start=entry.get("start_summary"),
+        leaderboard=leaderboard,
+    )
+
+
 def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
     """Write `zoo.json`, `LEADERBOARD.md` and every trained entry's card and plot; returns their paths."""
     folder = Path(folder)
@@ -512,15 +527,7 @@ def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
             continue
         card_dir = folder / entry["name"]
         card_dir.mkdir(parents=True, exist_ok=True)
-        card = card_from_summary(
-            entry["summary"],
-            entry["config"],
-            name=entry["name"],
-            model_id=entry["repo_id"],
-            bench=entry["bench"],
-            start=entry.get("start_summary"),
-        )
-        card.save(card_dir / "README.md")
+        entry_card(entry).save(card_dir / "README.md")
         written += [card_dir / "README.md", plot_structure(entry["config"], card_dir / STRUCTURE_PLOT)]
     return sorted(path.relative_to(folder).as_posix() for path in written)
 
@@ -684,6 +691,7 @@ __all__ = [
     "add_run",
     "build_zoo",
     "check_zoo",
+    "entry_card",
     "entry_from_run",
     "leaderboard_markdown",
     "leaderboard_records",
