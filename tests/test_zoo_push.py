@@ -28,7 +28,9 @@ from hf_hjprune.publish import (
     DEFAULT_SPACE_DIR,
     PublishError,
     check_zoo_on_hub,
+    collection_items,
     push_zoo,
+    zoo_targets,
 )
 from hf_hjprune.recipes import load_recipe
 from hf_hjprune.testing import HubServer, hub_env, run_hub_server
@@ -401,3 +403,24 @@ def test_cli(server, zoo_dir, runs, monkeypatch, capsys, caplog):
     assert _cli("--zoo-dir", str(zoo_dir), "push", *common, "--only", "nope") == 1
     assert "error: not trained zoo entries: ['nope']" in capsys.readouterr().err
     assert server.token not in caplog.text
+
+
+def test_start_models_that_are_entries_or_on_the_hub(trained, tmp_path):
+    zoo_dir, runs = trained
+    entries = {e["name"]: e for e in load_index(zoo_dir)["entries"]}
+    # The start run of `quick` as an entry of its own, and `plain` pruned from a Hub checkpoint.
+    start = dict(entries["plain"], name="quick-start", repo_id="hf-hjprune/quick-start")
+    plain = dict(entries["plain"], base_model="facebook/hubert-base-ls960")
+    save_index({"entries": [entries["quick"], start, plain]}, tmp_path)
+    zoo_ = zoo_targets(load_index(tmp_path), ORG, runs)
+    assert [(t.kind, t.repo_id) for t in zoo_.models] == [
+        ("model", m) for m in (MODELS[1], MODELS[0], MODELS[2])
+    ]
+    assert zoo_.starts == {"quick": MODELS[0], "quick-start": None, "plain": "facebook/hubert-base-ls960"}
+    assert zoo_.external == {"facebook/hubert-base-ls960": ["plain"]}
+    items = collection_items(zoo_, set(MODELS) | {"facebook/hubert-base-ls960"})
+    assert [(i.item_id, i.note) for i in items[3:5]] == [
+        ("facebook/hubert-base-ls960", "Start model of plain"),
+        (f"{ORG}/leaderboard", "Every model's numbers, as a table and JSON"),
+    ]
+    assert [i.item_id for i in items[:3]] == [MODELS[1], MODELS[0], MODELS[2]]  # quick-start is an entry
