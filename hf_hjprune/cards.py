@@ -36,6 +36,9 @@ STRUCTURE_PLOT = "structure.png"
 RECIPE_FILE = "recipe.yaml"
 """File name of the run's full recipe, next to the card."""
 
+START_RECIPE_FILE = "start_recipe.yaml"
+"""File name of the recipe of the start model, when `hf_hjprune` trained it."""
+
 PIPELINE_TAGS = {"asr": "automatic-speech-recognition", "slu": "audio-classification"}
 TASK_NAMES = {
     "asr": "speech recognition (CTC)",
@@ -452,7 +455,7 @@ def _reproduce_section(summary: Mapping[str, Any], start: Mapping[str, Any] | No
     if start is not None:
         lines += [
             f"The start model was trained first, for {_trained_for(start)}, with this recipe "
-            f"(`{_launcher(start)} start_recipe.yaml`):",
+            f"(`{_launcher(start)} {START_RECIPE_FILE}`):",
             "",
             "```yaml",
             recipe_yaml(start["recipe"]).rstrip("\n"),
@@ -524,6 +527,7 @@ def card_from_summary(
     model_id: str,
     bench: Mapping[str, Any] | None = None,
     start: Mapping[str, Any] | None = None,
+    leaderboard: str | None = None,
 ) -> ModelCard:
     """The model card of a run, from its summary, the pruned model's config and an optional bench result.
 
@@ -534,6 +538,7 @@ def card_from_summary(
         model_id: What `from_pretrained` is given in the usage example (a Hub id or a path).
         bench: An `hjprune bench` result for the (start model, pruned model) pair.
         start: The summary of the run that trained the start model, when `hf_hjprune` trained it.
+        leaderboard: The URL of the table of the model zoo this model belongs to, if any.
     """
     recipe = summary["recipe"]
     task = recipe["task"]
@@ -584,6 +589,8 @@ def card_from_summary(
             f"- **Skipped audio files:** {skipped} (unusable: corrupt, truncated, silent, too short or too "
             "long), counted by reason in `summary.json`"
         )
+    if leaderboard:
+        body.append(f"- **Model zoo:** compare it with the other models in the [leaderboard]({leaderboard})")
     body += [
         "",
         "## Structure",
@@ -647,7 +654,10 @@ def read_start_summary(summary: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def make_model_card(
-    run_dir: str | os.PathLike, repo_id: str | None = None, bench: Mapping[str, Any] | None = None
+    run_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    bench: Mapping[str, Any] | None = None,
+    leaderboard: str | None = None,
 ) -> ModelCard:
     """The model card of a run folder (`summary.json`, `model/`, optional `bench.json`).
 
@@ -656,6 +666,7 @@ def make_model_card(
         repo_id: The Hub repository the model goes to; it names the card and the usage example.
             Without it, the card names the run folder and loads from its `model/` path.
         bench: An `hjprune bench` result; defaults to the run's `bench.json` when there is one.
+        leaderboard: The URL of the model zoo's table that the card links to, if any.
     """
     summary, config, run_bench = read_run(run_dir)
     if repo_id is not None:
@@ -669,6 +680,7 @@ def make_model_card(
         model_id=model_id,
         bench=bench or run_bench,
         start=read_start_summary(summary),
+        leaderboard=leaderboard,
     )
 
 

@@ -4,7 +4,8 @@
 
 One commit uploads everything a user of the model needs: the run's `model/` folder (weights, config,
 remote code, processor files), the generated model card (`README.md`) with its structure plot
-(`structure.png`), the full recipe (`recipe.yaml`), and the run's `summary.json` and `bench.json`.
+(`structure.png`), the full recipe (`recipe.yaml`, and `start_recipe.yaml` when `hf_hjprune` trained
+the start model too), and the run's `summary.json` and `bench.json`.
 The files are staged in a temporary folder: the run folder is only read. The repository then holds
 exactly these files; pushing a changed run again makes a new commit (and removes files that the run
 no longer has), pushing an unchanged run makes none.
@@ -16,18 +17,32 @@ The endpoint and token come from the usual `huggingface_hub` settings (`HF_ENDPO
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import HfApi, ModelCard, RepoFile, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .cards import RECIPE_FILE, STRUCTURE_PLOT, make_model_card, plot_structure, read_run, recipe_yaml
+from .cards import (
+    RECIPE_FILE,
+    START_RECIPE_FILE,
+    STRUCTURE_PLOT,
+    make_model_card,
+    plot_structure,
+    read_run,
+    read_start_summary,
+    recipe_yaml,
+)
 
 DEFAULT_REVISION = "main"
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
@@ -37,21 +52,77 @@ class PushError(RuntimeError):
     """A push that could not be done; the message says why and names the repository."""
 
 
-def stage_run(run_dir: str | os.PathLike, folder: str | os.PathLike, repo_id: str | None = None) -> list[str]:
+@dataclass(frozen=True)
+class FileDigest:
+    """How the Hub identifies a file's content: its git blob id, and its sha256 for LFS / Xet files."""
+
+    git_sha1: str
+    sha256: str
+
+    @classmethod
+    def of_file(cls, path: str | os.PathLike) -> FileDigest:
+        path = Path(path)
+        git_sha1, sha256 = hashlib.sha1(b"blob %d\0" % path.stat().st_size), hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                git_sha1.update(chunk)
+                sha256.update(chunk)
+        return cls(git_sha1.hexdigest(), sha256.hexdigest())
+
+    def matches(self, remote: RepoFile) -> bool:
+        """Whether a file listed by `HfApi.list_repo_tree` has this content."""
+        if remote.lfs is not None:  # its blob id is that of the LFS pointer, not of the content
+            return remote.lfs.sha256 == self.sha256
+        return remote.blob_id == self.git_sha1
+
+
+def folder_digests(folder: str | os.PathLike) -> dict[str, FileDigest]:
+    """`FileDigest` of every file under `folder`, by its path relative to it (with `/`)."""
+    folder = Path(folder)
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return {path.relative_to(folder).as_posix(): FileDigest.of_file(path) for path in files}
+
+
+def write_card_files(
+    folder: str | os.PathLike,
+    card: ModelCard,
+    summary: Mapping[str, Any],
+    config: Mapping[str, Any],
+    bench: Mapping[str, Any] | None = None,
+    start: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the files of a model repository that describe its model, all but the `model/` folder.
+
+    `README.md` (the card), `structure.png`, `recipe.yaml`, `summary.json`, and `bench.json` and
+    `start_recipe.yaml` when there is a bench result or a start run (`start`: its summary).
+    """
+    folder = Path(folder)
+    card.save(folder / "README.md")
+    plot_structure(config, folder / STRUCTURE_PLOT)
+    (folder / RECIPE_FILE).write_text(recipe_yaml(summary["recipe"]), encoding="utf-8")
+    if start is not None:  # the card's command that trains the start model reads this file
+        (folder / START_RECIPE_FILE).write_text(recipe_yaml(start["recipe"]), encoding="utf-8")
+    for name, content in (("summary.json", summary), ("bench.json", bench)):
+        if content is not None:
+            (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def stage_run(
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    leaderboard: str | None = None,
+) -> list[str]:
     """Write the files of a run's Hub repository into `folder`; returns their paths in the repo.
 
-    `model/` is copied to the top level, next to the generated `README.md`, `structure.png` and
-    `recipe.yaml` and the run's `summary.json` (and `bench.json` when there is one).
+    `model/` is copied to the top level, next to the files of `write_card_files`; `leaderboard` is
+    the URL of the zoo's table that the card links to, if any.
     """
     run_dir, folder = Path(run_dir), Path(folder)
     summary, config, bench = read_run(run_dir)
     shutil.copytree(run_dir / "model", folder, dirs_exist_ok=True)
-    make_model_card(run_dir, repo_id=repo_id, bench=bench).save(folder / "README.md")
-    plot_structure(config, folder / STRUCTURE_PLOT)
-    (folder / RECIPE_FILE).write_text(recipe_yaml(summary["recipe"]), encoding="utf-8")
-    for name in ("summary.json", "bench.json"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, folder / name)
+    card = make_model_card(run_dir, repo_id=repo_id, bench=bench, leaderboard=leaderboard)
+    write_card_files(folder, card, summary, config, bench, read_start_summary(summary))
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 

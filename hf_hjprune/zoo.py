@@ -3,13 +3,16 @@
 `model_cards/zoo.json` is the index. Each entry names a model (`name`, `repo_id`), what it is
 (`family`, `task`, `data`, `start_model`, `base_model`, `variant`, `target`), how it is trained
 (`recipe`, `overrides`, `command`) and its `status`: `"trained"` entries also carry their key numbers
-(`metrics`, `params`, `macs` before/after with the CNN share) and the run's `summary`, pruned model
-`config` and `bench` result, so that everything below is regenerated offline from the index alone::
+(`metrics`, `params`, `macs` before/after with the CNN share), the run's `summary`, pruned model
+`config` and `bench` result, and the hashes of its model files (`model_files`, what the Hub must
+hold), so that everything below is regenerated offline from the index alone::
 
     hjprune zoo build            # model_cards/LEADERBOARD.md and model_cards/<name>/{README.md,structure.png}
     hjprune zoo build --check    # exit 1 if the committed files differ from what the index gives
     hjprune zoo add outputs/zoo/tiny-hubert-synthetic-asr-hjmac40 --name tiny-hubert-synthetic-asr-hjmac40
     hjprune zoo train            # train the synthetic entries with the shipped recipes, then add them
+    hjprune zoo push --org ORG   # publish the models, leaderboard, Space and collection (see publish.py)
+    hjprune zoo check --org ORG  # report what on the Hub differs from the index
 
 The planned entries (`planned_entries`) are always in the index: one tiny model per family trained on
 the synthetic corpus (cheap enough for any machine), and the paper-scale models (wav2vec2 / HuBERT /
@@ -20,6 +23,7 @@ until a run is added. The build is deterministic: the same index gives byte-iden
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import json
 import os
@@ -29,6 +33,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import ModelCard
 
 from .atomic import atomic_write_json, atomic_write_text
 from .cards import (
@@ -45,11 +51,20 @@ from .cards import (
     read_start_summary,
 )
 from .errors import HJPruneInputError
+from .hub import folder_digests
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
 INDEX_FILE = "zoo.json"
 LEADERBOARD_FILE = "LEADERBOARD.md"
+LEADERBOARD_JSON = "leaderboard.json"
+LEADERBOARD_KEYS = (
+    "name", "repo_id", "status", "family", "task", "data", "start_model", "base_model", "variant", "target",
+    "metrics", "params", "macs", "command",
+)  # fmt: skip
+"""The keys of an entry in `leaderboard.json`: what the tables show, not the run's full record."""
+HUB_URL = "https://huggingface.co"
+"""Links in published cards and tables (not the API endpoint: the same files for every endpoint)."""
 CARD_FILES = ("README.md", STRUCTURE_PLOT)
 ORGANIZATION = "hf-hjprune"
 """Namespace of the zoo's repository ids."""
@@ -64,7 +79,7 @@ PAPER_DATA = {"librispeech": "asr", "slurp": "slu"}
 PAPER_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 DATA_NAMES = {"synthetic": "synthetic (eSpeak NG)", "librispeech": "LibriSpeech", "slurp": "SLURP"}
 TASK_TITLES = {"asr": "Speech recognition (CTC)", "slu": "Intent classification (SLU)"}
-RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench", "start_summary")
+RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench", "start_summary", "model_files")
 BENCH_SETTINGS: dict[str, Any] = {}
 """`benchmark_models` arguments of the zoo's (start model, pruned model) pairs: `hjprune bench`'s defaults."""
 
@@ -167,6 +182,9 @@ def load_index(zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR) -> dict[str, Any]:
     entries = index.get("entries")
     if not isinstance(entries, list):
         raise HJPruneInputError(f"{path}: expected a mapping with an 'entries' list")
+    for entry in entries:  # an index written before a result key existed
+        for key in RESULT_KEYS:
+            entry.setdefault(key, None)
     names = [entry["name"] for entry in entries]
     if len(set(names)) != len(names):
         raise HJPruneInputError(
@@ -250,6 +268,11 @@ def entry_from_run(
         "config": config,
         "bench": bench,
         "start_summary": start_summary,
+        # What `hjprune zoo push` publishes and `hjprune zoo check` compares with the Hub.
+        "model_files": {
+            path: dataclasses.asdict(digest)
+            for path, digest in folder_digests(Path(run_dir) / "model").items()
+        },
     }
 
 
@@ -297,8 +320,9 @@ def _target(entry: Mapping[str, Any]) -> str:
     return "–" if target is None else f"{target:.0%}"
 
 
-def _model_cell(entry: Mapping[str, Any]) -> str:
-    return f"[{entry['name']}]({entry['name']}/README.md)<br>`{entry['repo_id']}`"
+def _model_cell(entry: Mapping[str, Any], hub: bool = False) -> str:
+    link = f"{HUB_URL}/{entry['repo_id']}" if hub else f"{entry['name']}/README.md"
+    return f"[{entry['name']}]({link})<br>`{entry['repo_id']}`"
 
 
 def _start_cell(entry: Mapping[str, Any]) -> str:
@@ -310,7 +334,7 @@ def _start_cell(entry: Mapping[str, Any]) -> str:
     return origin if entry["base_model"] else f"{origin} (random init)"
 
 
-def _trained_table(task: str, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = False) -> list[str]:
     first = METRICS[task][0]
     descending = first == "accuracy"
     entries = sorted(
@@ -327,7 +351,7 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]]) -> list[str]
     for e in entries:
         macs = e["macs"]
         cells = [
-            _model_cell(e),
+            _model_cell(e, hub),
             FAMILY_NAMES[e["family"]],
             _start_cell(e),
             DATA_NAMES.get(e["data"], e["data"]),
@@ -345,15 +369,24 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]]) -> list[str]
     return lines
 
 
-def leaderboard_markdown(index: Mapping[str, Any]) -> str:
-    """`LEADERBOARD.md`: trained models per task, best first, then the models not trained yet."""
+def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
+    """`LEADERBOARD.md`: trained models per task, best first, then the models not trained yet.
+
+    With `hub`, models link to their Hub repositories instead of their cards in the zoo folder: the
+    table published by `hjprune zoo push`, next to `leaderboard.json`.
+    """
     entries = index["entries"]
     trained = [e for e in entries if e["status"] == TRAINED]
+    source = (
+        f"Published by `hjprune zoo push` from the zoo's index; the same table as JSON: [`{LEADERBOARD_JSON}`]({LEADERBOARD_JSON})."
+        if hub
+        else "Generated by `hjprune zoo build` from [`zoo.json`](zoo.json): do not edit by hand."
+    )
     lines = [
         "# hf_hjprune model zoo",
         "",
         "Speech models structurally pruned with HJ-Pruning ([arXiv 2302.14132](https://arxiv.org/abs/2302.14132)). "
-        "Generated by `hjprune zoo build` from [`zoo.json`](zoo.json): do not edit by hand.",
+        + source,
         "",
         "Metrics are on each data set's test split, before (the start model, before training) → after "
         "(the pruned model). Params and MACs include the task head; MACs are those of one forward pass "
@@ -363,7 +396,7 @@ def leaderboard_markdown(index: Mapping[str, Any]) -> str:
     for task, title in TASK_TITLES.items():
         rows = [e for e in trained if e["task"] == task]
         lines += ["", f"## {title}", ""]
-        lines += _trained_table(task, rows) if rows else ["No trained model yet."]
+        lines += _trained_table(task, rows, hub) if rows else ["No trained model yet."]
     planned = [e for e in entries if e["status"] == NOT_TRAINED]
     if planned:
         header = ["Model", "Family", "Start model", "Data", "Task", "Variant", "Target", "Command"]
@@ -391,6 +424,103 @@ def leaderboard_markdown(index: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _speedup(bench: Mapping[str, Any] | None) -> str:
+    """The measured speed-up at batch 1 on the longest audio of a bench result, "–" without one."""
+    results = [r for pair in (bench or {}).get("pairs", []) for r in pair["results"] if r["batch_size"] == 1]
+    if not results:
+        return "–"
+    result = max(results, key=lambda r: r["seconds"])
+    return f"{result['speedup']:.2f}× ({result['device']}, {result['seconds']:g} s of audio)"
+
+
+def org_card_markdown(
+    entries: Sequence[Mapping[str, Any]], leaderboard_url: str, space_url: str, collection_title: str
+) -> str:
+    """The organisation card (`ORG/README` Space): one headline row per published model, and links.
+
+    Args:
+        entries: The trained entries published under the organisation, their `repo_id` there.
+        leaderboard_url: The full leaderboard (`hjprune zoo push` publishes it as a dataset).
+        space_url: The demo Space.
+        collection_title: The title of the organisation's collection of the zoo.
+    """
+    header = ["Model", "Task", "Params", "MACs", "Measured speed-up (batch 1)", "Metric % (start → pruned)"]
+    lines = [
+        "---",
+        "title: hf_hjprune model zoo",
+        "emoji: ✂️",
+        "colorFrom: yellow",
+        "colorTo: gray",
+        "sdk: static",
+        "pinned: false",
+        "---",
+        "",
+        "# hf_hjprune model zoo",
+        "",
+        "Speech models (wav2vec 2.0, HuBERT, WavLM) structurally pruned with HJ-Pruning "
+        "([arXiv 2302.14132](https://arxiv.org/abs/2302.14132)): conv channels of the CNN feature extractor, "
+        "attention heads and FFN units of the Transformer removed jointly under a budget on MACs. "
+        "Published by `hjprune zoo push` (hf_hjprune).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for e in entries:
+        metric = METRICS[e["task"]][0]
+        numbers = e["metrics"][metric]
+        macs = e["macs"]
+        cells = [
+            _model_cell(e, hub=True),
+            e["task"].upper(),
+            _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
+            f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
+            _speedup(e["bench"]),
+            f"{METRIC_NAMES[metric]} {_before_after(numbers['before'], numbers['after'], percent=True)}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not entries:
+        lines.append("| No model published yet. | | | | | |")
+    lines += [
+        "",
+        f"- [Leaderboard]({leaderboard_url}): every model's numbers (also as `{LEADERBOARD_JSON}`), "
+        "and the models planned but not trained yet.",
+        f"- [Demo Space]({space_url}): each pruned model next to its start model, on your own audio.",
+        f"- The collection *{collection_title}* holds the models, their start models, the leaderboard and the Space.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def collection_note(entry: Mapping[str, Any]) -> str:
+    """One line on a trained entry for its item in a Hub collection: what it is and its key numbers."""
+    metric = METRICS[entry["task"]][0]
+    numbers, macs = entry["metrics"][metric], entry["macs"]
+    fewer = 1 - macs["after"]["total"] / macs["before"]["total"]
+    return (
+        f"{FAMILY_NAMES[entry['family']]}, {VARIANT_TAGS[entry['variant']]} {_target(entry)}: "
+        f"{METRIC_NAMES[metric]} {100 * numbers['before']:.1f}% → {100 * numbers['after']:.1f}%, "
+        f"{fewer:.0%} fewer MACs"
+    )
+
+
+def leaderboard_records(index: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The leaderboard as data (`leaderboard.json`): every entry's `LEADERBOARD_KEYS`, trained ones first."""
+    entries = sorted(index["entries"], key=lambda e: e["status"] != TRAINED)
+    return [{key: entry.get(key) for key in LEADERBOARD_KEYS} for entry in entries]
+
+
+def entry_card(entry: Mapping[str, Any], leaderboard: str | None = None) -> ModelCard:
+    """The model card of a trained entry, for its `repo_id`; `leaderboard`: a URL the card links to."""
+    return card_from_summary(
+        entry["summary"],
+        entry["config"],
+        name=entry["name"],
+        model_id=entry["repo_id"],
+        bench=entry["bench"],
+        start=entry.get("start_summary"),
+        leaderboard=leaderboard,
+    )
+
+
 def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
     """Write `zoo.json`, `LEADERBOARD.md` and every trained entry's card and plot; returns their paths."""
     folder = Path(folder)
@@ -401,15 +531,7 @@ def write_zoo(index: Mapping[str, Any], folder: str | os.PathLike) -> list[str]:
             continue
         card_dir = folder / entry["name"]
         card_dir.mkdir(parents=True, exist_ok=True)
-        card = card_from_summary(
-            entry["summary"],
-            entry["config"],
-            name=entry["name"],
-            model_id=entry["repo_id"],
-            bench=entry["bench"],
-            start=entry.get("start_summary"),
-        )
-        card.save(card_dir / "README.md")
+        entry_card(entry).save(card_dir / "README.md")
         written += [card_dir / "README.md", plot_structure(entry["config"], card_dir / STRUCTURE_PLOT)]
     return sorted(path.relative_to(folder).as_posix() for path in written)
 
@@ -517,7 +639,7 @@ def bench_run(run_dir: str | os.PathLike, **settings: Any) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `hjprune zoo {build,add,train}`."""
+    """The arguments of `hjprune zoo {build,add,train,push,check}`."""
     parser.add_argument(
         "--zoo-dir", default=str(DEFAULT_ZOO_DIR), help="the zoo folder (default: model_cards)"
     )
@@ -535,10 +657,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--names", nargs="+", metavar="NAME", help="entries to train (default: the synthetic ones)"
     )
     train.add_argument("--output-root", default=str(DEFAULT_OUTPUT_ROOT), help="runs go to OUTPUT_ROOT/NAME")
+    from . import publish  # it imports this module
+
+    publish.add_arguments(actions)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one `hjprune zoo` action; 1 when `build --check` finds differences, 2 for invalid input."""
+    if args.zoo_action in ("push", "check"):
+        from . import publish
+
+        return publish.run(args)
     try:
         if args.zoo_action == "build":
             if args.check:
@@ -566,9 +695,12 @@ __all__ = [
     "add_run",
     "build_zoo",
     "check_zoo",
+    "entry_card",
     "entry_from_run",
     "leaderboard_markdown",
+    "leaderboard_records",
     "load_index",
+    "org_card_markdown",
     "planned_entries",
     "save_index",
     "train_zoo",

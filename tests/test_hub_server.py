@@ -248,3 +248,60 @@ def test_transformers_and_model_card_in_subprocess(hub: HubServer, api: HfApi, t
     assert (tmp_path / "hf_home" / "hub" / "models--org--w2v2").is_dir()
     # transformers resolves "main" to a commit sha with model_info, then downloads at that sha.
     assert any(r.startswith("GET /org/w2v2/resolve/") and r.endswith("/config.json") for r in hub.requests)
+
+
+def test_collections(hub: HubServer, api: HfApi) -> None:
+    api.create_repo("org/model")
+    api.create_repo("org/demo", repo_type="space", space_sdk="gradio")
+    created = api.create_collection("Model zoo", namespace="org", description="All of it")
+    slug = created.slug
+    assert slug.startswith("org/model-zoo-") and (created.title, created.items) == ("Model zoo", [])
+    api.add_collection_item(slug, "org/model", "model", note="first")
+    collection = api.add_collection_item(slug, "org/demo", "space")
+    assert [(i.item_id, i.item_type, i.note) for i in collection.items] == [
+        ("org/model", "model", "first"),
+        ("org/demo", "space", None),
+    ]
+    for item_id, status in (("org/missing", 404), ("org/model", 409)):  # items must exist, once
+        with pytest.raises(HfHubHTTPError) as err:
+            api.add_collection_item(slug, item_id, "model")
+        assert err.value.response.status_code == status
+    assert len(api.add_collection_item(slug, "org/model", "model", exists_ok=True).items) == 2
+    assert api.create_collection("Model zoo", namespace="org", exists_ok=True).slug == slug
+
+    [listed] = api.list_collections(owner="org")
+    assert listed.slug == slug and list(api.list_collections(owner="someone")) == []
+    assert [c.slug for c in api.list_collections(item="spaces/org/demo")] == [slug]
+    assert list(api.list_collections(item="models/org/demo")) == []
+
+    api.update_collection_item(slug, collection.items[0].item_object_id, note="second", position=1)
+    assert [(i.item_id, i.note) for i in api.get_collection(slug).items] == [
+        ("org/demo", None),
+        ("org/model", "second"),
+    ]
+    assert api.update_collection_metadata(slug, description="Renewed").description == "Renewed"
+    api.delete_collection_item(slug, collection.items[1].item_object_id)
+    assert [i.item_id for i in api.get_collection(slug).items] == ["org/model"]
+    assert [c.slug for c in hub.collections()] == [slug]
+
+    private = api.create_collection("Hidden", namespace="org", private=True)
+    with pytest.raises(HfHubHTTPError) as err:
+        HfApi(endpoint=hub.url, token=False).get_collection(private.slug)
+    assert err.value.response.status_code == 404
+    api.delete_collection(slug)
+    api.delete_collection(slug, missing_ok=True)
+    with pytest.raises(HfHubHTTPError) as err:
+        api.get_collection(slug)
+    assert err.value.response.status_code == 404
+
+
+def test_failure_injected_on_one_repo(hub: HubServer, api: HfApi, model_dir: Path) -> None:
+    for repo in ("org/a", "org/ab"):
+        api.create_repo(repo)
+    hub.set_failure(500, repo="org/a", match="/commit/")
+    with pytest.raises(HfHubHTTPError) as err:
+        api.upload_folder(repo_id="org/a", folder_path=model_dir)
+    assert err.value.response.status_code == 500
+    api.upload_folder(repo_id="org/ab", folder_path=model_dir)  # another repo, even with a longer name
+    assert api.model_info("org/a").sha == hub.commits("org/a")[0].oid  # reads of it still work
+    assert len(hub.commits("org/a")) == 1 and len(hub.commits("org/ab")) == 2

@@ -448,7 +448,9 @@ def _draw_utterance(
         if (text, speaker) not in taken:
             taken.add((text, speaker))
             return text, f"{intent}/{index}", speaker
-    raise HJPruneInputError(f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus.")
+    raise HJPruneInputError(
+        f"Cannot draw enough distinct utterances of {intent!r}; ask for a smaller corpus."
+    )
 
 
 def _synthesize(plan: dict[str, list[dict[str, Any]]], output_dir: Path, num_workers: int) -> None:

@@ -1,15 +1,18 @@
 """A small in-memory Hugging Face Hub server, so tests can drive the real `huggingface_hub` client.
 
 It speaks the part of the Hub HTTP protocol used by `HfApi` (whoami, create_repo, upload_folder,
-create_commit, model_info/space_info/dataset_info, list_repo_tree) and by `hf_hub_download`. Every
-file is stored as a regular git blob: the server never asks for LFS or Xet uploads. It listens on
-127.0.0.1 only and never makes outgoing requests.
+create_commit, model_info/space_info/dataset_info/repo_info, list_repo_tree, and the collections API:
+list/get/create/update/delete_collection, add/update/delete_collection_item) and by `hf_hub_download`.
+Every file is stored as a regular git blob: the server never asks for LFS or Xet uploads. An
+organisation's card is its `ORG/README` Space, stored like any other Space. It listens on 127.0.0.1
+only and never makes outgoing requests.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -86,6 +89,19 @@ class Repo:
         return next((c for c in self.log if c.oid == oid or (len(oid) >= 7 and c.oid.startswith(oid))), None)
 
 
+@dataclass
+class CollectionRecord:
+    """A collection; each item is `{"_id", "id", "type", "note"}` (note: text or None), in order."""
+
+    slug: str
+    title: str
+    namespace: str
+    description: str | None
+    private: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+    last_updated: str = ""
+
+
 class HubError(Exception):
     """An error answered the way the Hub does: JSON body plus `X-Error-Code`/`X-Error-Message`."""
 
@@ -130,14 +146,24 @@ class HubServer:
         self._repos: dict[tuple[str, str], Repo] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self._failure: tuple[int, bool, str | None] | None = None
+        self._collections: dict[str, CollectionRecord] = {}  # slug -> collection, in creation order
+        self._failure: tuple[int, bool, str | None, str | None] | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.set_failure(fail_with)
         api, resolve = "/api/{rtype}/{ns}/{name}", "/{ns}/{name}/resolve/{rest:path}"
+        collection, item = "/api/collections/{ns}/{slug}", "/api/collections/{ns}/{slug}/items/{item_id}"
         self.app = Starlette(
             routes=[
                 self._route("/api/whoami-v2", self._whoami, ["GET"]),
+                self._route("/api/collections", self._list_collections, ["GET"]),
+                self._route("/api/collections", self._create_collection, ["POST"]),
+                self._route(collection + "/items", self._add_collection_item, ["POST"]),
+                self._route(item, self._update_collection_item, ["PATCH"]),
+                self._route(item, self._delete_collection_item, ["DELETE"]),
+                self._route(collection, self._get_collection, ["GET"]),
+                self._route(collection, self._update_collection, ["PATCH"]),
+                self._route(collection, self._delete_collection, ["DELETE"]),
                 self._route("/api/repos/create", self._create_repo, ["POST"]),
                 self._route("/api/validate-yaml", self._validate_yaml, ["POST"]),
                 self._route(api + "/preupload/{rev:path}", self._preupload, ["POST"]),
@@ -186,14 +212,21 @@ class HubServer:
         self.stop()
 
     def set_failure(
-        self, status: int | None, *, all_requests: bool = False, match: str | None = None
+        self,
+        status: int | None,
+        *,
+        all_requests: bool = False,
+        match: str | None = None,
+        repo: str | None = None,
     ) -> None:
         """Answer `status` to every write request (every request with `all_requests`) from now on.
 
-        `match` limits this to paths containing it, e.g. "/commit/". None switches failures off.
-        Note the client retries preupload (and pipelined commits) on 429/5xx for ~25 s before raising.
+        `match` limits this to paths containing it, e.g. "/commit/"; `repo` to the requests about one
+        repository (its id in the path, e.g. "org/name"). None switches failures off. Note the client
+        retries preupload (and pipelined commits) on 429/5xx for ~25 s before raising: to fail one
+        repo's commit quickly, use `set_failure(500, repo="org/name", match="/commit/")`.
         """
-        self._failure = None if status is None else (status, all_requests, match)
+        self._failure = None if status is None else (status, all_requests, match, repo)
 
     def files(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> dict[str, bytes]:
         """Path -> content of a repo at `revision`; KeyError if the repo or revision is unknown."""
@@ -208,6 +241,18 @@ class HubServer:
         with self._lock:
             return list(self._repos[(repo_type, repo_id)].log)
 
+    def repos(self) -> list[tuple[str, str]]:
+        """`(repo_type, repo_id)` of every repo, in creation order."""
+        with self._lock:
+            return list(self._repos)
+
+    def collections(self) -> list[CollectionRecord]:
+        """Every collection (copies), in creation order."""
+        with self._lock:
+            return [
+                dataclasses.replace(c, items=[dict(i) for i in c.items]) for c in self._collections.values()
+            ]
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _route(
@@ -218,9 +263,12 @@ class HubServer:
                 self.requests.append(f"{request.method} {request.url.path}")
             failure = self._failure
             if failure is not None:
-                status, all_requests, match = failure
-                if (all_requests or request.method in _WRITE_METHODS) and (
-                    match is None or match in request.url.path
+                status, all_requests, match, repo = failure
+                path = request.url.path
+                if (
+                    (all_requests or request.method in _WRITE_METHODS)
+                    and (match is None or match in path)
+                    and (repo is None or f"/{repo}/" in path or path.endswith(f"/{repo}"))
                 ):
                     return HubError(status, f"Injected failure ({status})").response()
             try:
@@ -447,6 +495,143 @@ class HubServer:
             "Content-Type": "application/octet-stream",
         }
         return Response(b"" if request.method == "HEAD" else data, headers=headers)
+
+    # -- collections -------------------------------------------------------------------------
+
+    def _collection_json(self, collection: CollectionRecord, max_items: int | None = None) -> dict[str, Any]:
+        items = [
+            {
+                "_id": item["_id"],
+                "id": item["id"],
+                "type": item["type"],
+                "position": position,
+                **({"note": {"text": item["note"], "html": item["note"]}} if item["note"] else {}),
+            }
+            for position, item in enumerate(collection.items[:max_items])
+        ]
+        namespace = collection.namespace
+        return {
+            "slug": collection.slug,
+            "title": collection.title,
+            "description": collection.description,
+            "owner": {"name": namespace, "type": "user" if namespace == self.user else "org"},
+            "items": items,
+            "lastUpdated": collection.last_updated,
+            "position": list(self._collections).index(collection.slug),
+            "private": collection.private,
+            "theme": "indigo",
+            "upvotes": 0,
+        }
+
+    def _find_collection(self, request: Request, *, write: bool) -> CollectionRecord:
+        """The collection named by the URL (raises 401/403/404)."""
+        role = self._auth(request, write=write)
+        slug = f"{request.path_params['ns']}/{request.path_params['slug']}"
+        collection = self._collections.get(slug)
+        if collection is None or (collection.private and role is None):
+            raise HubError(404, f"Collection not found: {slug}")
+        return collection
+
+    async def _list_collections(self, request: Request) -> Response:
+        role = self._auth(request, write=False)
+        owners = request.query_params.getlist("owner")
+        items = request.query_params.getlist("item")
+        with self._lock:
+            found = [
+                # Listings truncate the items and leave out the position (the client numbers them).
+                {k: v for k, v in self._collection_json(c, max_items=4).items() if k != "position"}
+                for c in self._collections.values()
+                if (not c.private or role is not None)
+                and (not owners or c.namespace in owners)
+                and all(any(f"{i['type']}s/{i['id']}" == item for i in c.items) for item in items)
+            ]
+        return JSONResponse(found)
+
+    async def _create_collection(self, request: Request) -> Response:
+        self._auth(request, write=True)
+        body = await request.json()
+        title, namespace = body.get("title"), body.get("namespace") or self.user
+        if not title:
+            raise HubError(400, "A collection needs a title")
+        with self._lock:
+            for collection in self._collections.values():
+                if collection.namespace == namespace and collection.title == title:
+                    return JSONResponse(
+                        {"error": "A collection with this title already exists", "slug": collection.slug}, 409
+                    )
+            oid = hashlib.sha1(f"collection {next(self._counter)}".encode()).hexdigest()[:24]
+            slug = f"{namespace}/{_slugify(title)}-{oid}"
+            collection = CollectionRecord(
+                slug, title, namespace, body.get("description"), bool(body.get("private")), [], _now()
+            )
+            self._collections[slug] = collection
+            return JSONResponse(self._collection_json(collection))
+
+    async def _get_collection(self, request: Request) -> Response:
+        with self._lock:
+            return JSONResponse(self._collection_json(self._find_collection(request, write=False)))
+
+    async def _update_collection(self, request: Request) -> Response:
+        body = await request.json()
+        with self._lock:
+            collection = self._find_collection(request, write=True)
+            for key in ("title", "description", "private"):
+                if key in body:
+                    setattr(collection, key, body[key])
+            collection.last_updated = _now()
+            return JSONResponse({"success": True, "data": self._collection_json(collection)})
+
+    async def _delete_collection(self, request: Request) -> Response:
+        with self._lock:
+            collection = self._find_collection(request, write=True)
+            del self._collections[collection.slug]
+        return JSONResponse({"success": True})
+
+    async def _add_collection_item(self, request: Request) -> Response:
+        body = await request.json()
+        item = body.get("item") or {}
+        item_id, item_type = item.get("id"), item.get("type")
+        with self._lock:
+            collection = self._find_collection(request, write=True)
+            if item_type in REPO_TYPES and (item_type, item_id) not in self._repos:
+                raise HubError(404, f"Item not found: {item_type} {item_id}")
+            if any(i["id"] == item_id and i["type"] == item_type for i in collection.items):
+                raise HubError(409, f"{item_type} {item_id} is already in the collection")
+            oid = hashlib.sha1(f"item {next(self._counter)}".encode()).hexdigest()[:24]
+            collection.items.append({"_id": oid, "id": item_id, "type": item_type, "note": body.get("note")})
+            collection.last_updated = _now()
+            return JSONResponse(self._collection_json(collection))
+
+    def _find_item(self, request: Request, collection: CollectionRecord) -> dict[str, Any]:
+        item_id = request.path_params["item_id"]
+        item = next((i for i in collection.items if i["_id"] == item_id), None)
+        if item is None:
+            raise HubError(404, f"Item not found in {collection.slug}: {item_id}")
+        return item
+
+    async def _update_collection_item(self, request: Request) -> Response:
+        body = await request.json()
+        with self._lock:
+            collection = self._find_collection(request, write=True)
+            item = self._find_item(request, collection)
+            if "note" in body:
+                item["note"] = body["note"] or None
+            if "position" in body:
+                collection.items.remove(item)
+                collection.items.insert(int(body["position"]), item)
+            collection.last_updated = _now()
+        return JSONResponse({"success": True})
+
+    async def _delete_collection_item(self, request: Request) -> Response:
+        with self._lock:
+            collection = self._find_collection(request, write=True)
+            collection.items.remove(self._find_item(request, collection))
+            collection.last_updated = _now()
+        return JSONResponse({"success": True})
+
+
+def _slugify(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "collection"
 
 
 @contextlib.contextmanager
