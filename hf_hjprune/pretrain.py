@@ -84,6 +84,7 @@ from .train import (
     StopSignal,
     _start,
     _truncate_metrics,
+    build_accelerator,
     checkpoints,
     linear_schedule,
     save_checkpoint,
@@ -756,13 +757,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     output_dir = Path(recipe.output_dir)
     checkpoint = _start(output_dir, resume)  # --resume without a checkpoint yet starts over
     quiet_progress_bars()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        mixed_precision=recipe.mixed_precision,
-        log_with=[JsonlTracker(output_dir / "metrics.jsonl")],
-        project_dir=str(output_dir),
-        step_scheduler_with_optimizer=False,
-    )
+    accelerator = build_accelerator(recipe, output_dir, [JsonlTracker(output_dir / "metrics.jsonl")])
     set_seed(recipe.seed)
 
     # 2. Data: the unlabeled audio and the batches drawn from it.

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
+from accelerate.state import AcceleratorState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from torch import nn
@@ -601,6 +602,23 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def build_accelerator(recipe: Any, output_dir: Path, log_with: list[Any]) -> Accelerator:
+    """The run's `Accelerator`: the recipe's accumulation and precision, logging into `output_dir`."""
+    # Runs share accelerate's process-wide state; a second run in the same process (the demo, a comparison,
+    # a notebook) may ask for another precision, which accelerate refuses unless its state is reset. The
+    # distributed state (`PartialState`) stays: it is the same for every run of the process.
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != recipe.mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        mixed_precision=recipe.mixed_precision,
+        log_with=log_with,
+        project_dir=str(output_dir),
+        # The schedule counts optimizer updates: the scheduler steps once per update, not once per process.
+        step_scheduler_with_optimizer=False,
+    )
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> None:
     """`accelerator.save_state` into `checkpoints/step_{step}.partial`, renamed to `step_{step}` once
     complete and fsynced (`publish_directory`); then keep the last `keep` (0: all).
@@ -775,14 +793,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     log_with: list[Any] = [JsonlTracker(output_dir / "metrics.jsonl")]
     if is_tensorboard_available():
         log_with.append("tensorboard")
-    accelerator = Accelerator(
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        mixed_precision=recipe.mixed_precision,
-        log_with=log_with,
-        project_dir=str(output_dir),
-        # The schedule counts optimizer updates: the scheduler steps once per update, not once per process.
-        step_scheduler_with_optimizer=False,
-    )
+    accelerator = build_accelerator(recipe, output_dir, log_with)
     set_seed(recipe.seed)
 
     # 2. Data, vocabulary or labels, model and pruner: every check that needs no audio comes first.
