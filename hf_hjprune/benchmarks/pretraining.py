@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json, atomic_write_text
 from .paper_comparison import README, RESULTS_DIR, update_readme
 
 MARKERS = ("<!-- pretraining:start -->", "<!-- pretraining:end -->")
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--start-models",
         nargs="+",
-        default=["pretrained:tiny-hubert-ssl", "pretrained:tiny-hubert-phoneme"],
-        help="pretrained start models",
+        default=["pretrained:tiny-hubert-asr", "pretrained:tiny-hubert-ssl"],
+        help="pretrained start models; `random` is the first one's shape with fresh weights",
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASK_RECIPES), choices=list(TASK_RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -214,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.output_dir / "pretraining"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    stem.with_suffix(".md").write_text(
+    atomic_write_text(
+        stem.with_suffix(".md"),
         f"# Fine-tuning from pretrained start models vs from scratch\n\nRegenerate: `{result['command']}`\n\n"
         f"![validation curves](pretraining.png)\n\n{markdown}",
-        encoding="utf-8",
     )
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown, README, MARKERS):
