@@ -217,3 +217,9 @@ class HJPrunedHubertConformanceTest(PrunedConformanceMixin, unittest.TestCase):
 class HJPrunedWavLMConformanceTest(PrunedConformanceMixin, unittest.TestCase):
     family = "wavlm"
     all_model_classes = _heads("wavlm")
+
+    # Measured with transformers 5.24: a stock WavLMForCTC of this size does not finish one backward
+    # pass with reentrant checkpointing either (> 60 s, memory growing); the non-reentrant test runs.
+    test_training_gradient_checkpointing_use_reentrant_true = unittest.skip(
+        EXPECTED + "the stock WavLM hangs in it too (reentrant checkpointing; the non-reentrant test passes)"
+    )(lambda self: None)
