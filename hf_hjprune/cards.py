@@ -714,6 +714,10 @@ OBJECTIVE_TEXT = {
 }
 
 
+DOWNSTREAM_MARKERS = ("<!-- downstream:start -->", "<!-- downstream:end -->")
+"""Around a start-model card's downstream results, which the pretraining benchmark fills in."""
+
+
 def start_model_card(
     summaries: list[Mapping[str, Any]],
     config: Mapping[str, Any],
@@ -788,7 +792,9 @@ def start_model_card(
         "",
         "## Downstream",
         "",
+        DOWNSTREAM_MARKERS[0],
         downstream or "Not measured yet.",
+        DOWNSTREAM_MARKERS[1],
         "",
         "## How to use",
         "",

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..cards import DOWNSTREAM_MARKERS
+from ..start_models import PRETRAINED_DIR, PRETRAINED_PREFIX
 from .paper_comparison import README, RESULTS_DIR, update_readme
 
 MARKERS = ("<!-- pretraining:start -->", "<!-- pretraining:end -->")
@@ -34,7 +36,8 @@ CURVE_EVAL_STEPS = 50
 
 
 def run_name(task: str, start: str, seed: int) -> str:
-    return f"{task}_{start.replace('pretrained:', '').replace('/', '_')}_seed{seed}"
+    name = start.removeprefix("pretrained:").replace("/", "_").replace(":", "-")
+    return f"{task}_{name}_seed{seed}"
 
 
 def run_benchmark(
@@ -158,15 +161,38 @@ def results_markdown(result: Mapping[str, Any]) -> str:
             if entry["start"] == "random":
                 continue
             gain = (entry["value"] - scratch["value"]) * (1 if higher else -1)
-            text = f"- `{entry['start']}`: {abs(gain):.1%} {'better' if gain > 0 else 'worse'} than random init on the test split"
+            text = f"- `{entry['start']}`: {_points(gain)} than random init on the test split"
             if entry["ood_value"] is not None and scratch["ood_value"] is not None:
                 ood_gain = (entry["ood_value"] - scratch["ood_value"]) * (1 if higher else -1)
-                text += f", {abs(ood_gain):.1%} {'better' if ood_gain > 0 else 'worse'} out of domain (flite)"
+                text += f", {_points(ood_gain)} out of domain (flite)"
             lines.append(text + ".")
         if scratch["ood_skipped"]:
             lines.append(f"- Out-of-domain: {scratch['ood_skipped']}.")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _points(gain: float) -> str:
+    return f"{abs(gain) * 100:.1f} points {'better' if gain > 0 else 'worse'}"
+
+
+def update_start_model_cards(result: Mapping[str, Any]) -> list[Path]:
+    """Write each shipped start model's rows (and random init's) into its card's Downstream section."""
+    updated = []
+    for start in result["start_models"]:
+        if not start.startswith(PRETRAINED_PREFIX):
+            continue
+        card = PRETRAINED_DIR / start[len(PRETRAINED_PREFIX) :] / "README.md"
+        rows = [entry for entry in result["aggregated"] if entry["start"] in (start, "random")]
+        scratch_of = result["start_models"][0]
+        text = (
+            f"Fine-tuned on the synthetic spoken-command corpus with the demo's recipes, next to a model of "
+            f"`{scratch_of}`'s shape with fresh weights (same budget). Regenerate: `{result['command']}`.\n\n"
+            + results_markdown(dict(result, aggregated=rows)).rstrip()
+        )
+        if update_readme(text, card, DOWNSTREAM_MARKERS):
+            updated.append(card)
+    return updated
 
 
 def plot(result: Mapping[str, Any], path: str | Path) -> None:
@@ -186,7 +212,8 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
         axes.set_ylabel(f"validation {METRICS[task][1]} (%)")
         axes.set_title(f"{task.upper()} from pretrained vs random init")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        if axes.lines:  # runs without validation during training have no curve
+            axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png", metadata={"Software": None})
 
@@ -225,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown, README, MARKERS):
         print(f"updated the table in {README}")
+    if not args.no_readme:
+        for card in update_start_model_cards(result):
+            print(f"updated the downstream results in {card}")
     print(f"wrote {stem}.json, .md and .png")
     return 0
 
