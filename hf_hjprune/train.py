@@ -537,6 +537,7 @@ def build_ood_dataloader(
 def prepare_data(recipe: Recipe) -> None:
     """Build (or find cached) the recipe's data and out-of-domain test set: before runs that share
     them start side by side."""
+    quiet_progress_bars()
     dataset = load_source(recipe.data, **recipe.data_options)
     if recipe.ood_test is not None and flite_available():
         load_flite_test(dataset["test"], **recipe.data_options)

@@ -259,7 +259,7 @@ def test_supervised_english_text_ctc_is_a_speech_recogniser(tmp_path, corpus_cac
     assert recogniser.lm_head.out_features == len(vocabulary)
     # Fine-tuning keeps its head: the command corpus is spelled with the same characters.
     overrides = [f"model={model_dir}", "model_config={}", "variant=none", "max_steps=1", "batch_size=4",
-                 "eval_steps=0", "learning_rate=0", "head_learning_rate=0", f"output_dir={tmp_path / 'tuned'}",
+                 "eval_steps=0", "learning_rate=1e-12", "head_learning_rate=1e-12", f"output_dir={tmp_path / 'tuned'}",
                  "data_options.num_train=16", "data_options.num_validation=4", "data_options.num_test=4",
                  f"data_options.cache_dir={tmp_path / 'corpus'}"]  # fmt: skip
     train(load_recipe("tiny_asr", overrides))

@@ -693,8 +693,11 @@ def test_every_third_party_import_is_a_declared_dependency():
         re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
         for requirement in project["dependencies"]
     }
-    space = {
-        re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in project["optional-dependencies"]["space"]
+    optional = {  # the extras a feature asks for (space, export), not the dev tools
+        re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower()
+        for extra, requirements in project["optional-dependencies"].items()
+        if extra != "dev"
+        for r in requirements
     }
     distributions = importlib.metadata.packages_distributions()
     imported = set()
@@ -709,7 +712,7 @@ def test_every_third_party_import_is_a_declared_dependency():
     undeclared = {
         name: distributions[name]
         for name in sorted(imported - set(sys.stdlib_module_names) - {"hf_hjprune"})
-        if not {d.lower().replace("_", "-") for d in distributions.get(name, [name])} & (declared | space)
+        if not {d.lower().replace("_", "-") for d in distributions.get(name, [name])} & (declared | optional)
     }
     assert not undeclared, f"imported but not in pyproject.toml dependencies: {undeclared}"
 
@@ -771,6 +774,7 @@ def test_base_size_under_accelerate_bf16_kill_resume_export(tmp_path, cache_dir)
         f"model={tmp_path / 'base'}",
         "model_config={layerdrop: 0.0}",  # as the shipped base recipes: DDP needs every layer to run
         "target=0.3",
+        "target_tolerance=1.0",  # no end-of-run target matching: the export is the checkpoint's gated model
         "max_steps=3",
         "warmup_steps=1",
         "batch_size=1",

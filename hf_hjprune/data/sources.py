@@ -69,7 +69,8 @@ def check_options(name_or_path: str | os.PathLike, options: dict[str, Any]) -> N
     `datasets.load_dataset`) accepts any name.
     """
     name = os.fspath(name_or_path)
-    parameters = inspect.signature(_loader(name)).parameters
+    # The synthetic loader passes its options on to `_synthetic_dir`, whose signature names them.
+    parameters = inspect.signature(_synthetic_dir if name == "synthetic" else _loader(name)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     unknown = set(options) - set(parameters)
