@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from hf_hjprune.benchmarks import pretraining as pb
 from hf_hjprune.cards import DOWNSTREAM_MARKERS
 from hf_hjprune.demo import QUICK_MODEL, QUICK_OVERRIDES
@@ -43,3 +45,16 @@ def test_quick_benchmark_writes_results_reuses_runs_and_fills_start_model_cards(
     text = card.read_text()
     assert "Not measured yet" not in text and "| `pretrained:tiny-x` |" in text
     assert result["command"] in text and text.endswith(f"{DOWNSTREAM_MARKERS[1]}\n")
+
+
+def test_cluster_scores_follow_how_well_clusters_match_characters():
+    from hf_hjprune.benchmarks.ssl_diagnostics import cluster_scores
+
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(-1, 4, size=200) for _ in range(3)]  # -1: an unlabelled frame
+    separated = [np.eye(5)[lab + 1] * 10 + rng.normal(size=(200, 5)) * 0.01 for lab in labels]
+    noise = [rng.normal(size=(200, 5)) for _ in labels]
+    exact, random = cluster_scores(separated, labels, 5), cluster_scores(noise, labels, 5)
+    assert exact["purity"] == 1.0 and exact["nmi"] > 0.99
+    assert exact["labelled_frames"] == sum(int((lab >= 0).sum()) for lab in labels)
+    assert random["purity"] < 0.5 and random["nmi"] < 0.1
