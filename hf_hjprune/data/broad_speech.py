@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import HJPruneInputError
 from .corpus import held_out_speakers
 from .sources import default_cache_dir
@@ -115,7 +116,7 @@ class ShardedAudio:
             if not path.is_file():
                 rows = _read_rows(self.directory / f"{shard}.jsonl")
                 requests = [SynthesisRequest(r["text"], r["voice"]) for r in rows]
-                _atomic_write_text(path, json.dumps(phonemize_batch(requests), ensure_ascii=False))
+                atomic_write_text(path, json.dumps(phonemize_batch(requests), ensure_ascii=False))
             by_shard[shard] = json.loads(path.read_text(encoding="utf-8"))
         positions: dict[str, int] = {}
         result = []
@@ -244,7 +245,7 @@ def build_broad_speech(
         "shards": [name for name, _, _ in jobs[:-1]],
         "hours": seconds / SAMPLE_RATE / 3600,
     }
-    _atomic_write_text(output_dir / _METADATA, json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(output_dir / _METADATA, json.dumps(metadata, indent=2) + "\n")
     return BroadSpeech(output_dir)
 
 
@@ -326,7 +327,7 @@ def _write_shard(output_dir: Path, name: str, seed: list[int], count: int) -> st
     with tempfile.NamedTemporaryFile(dir=output_dir, suffix=".npy", delete=False) as f:
         np.save(f, np.concatenate(chunks))
     os.replace(f.name, output_dir / f"{name}.npy")
-    _atomic_write_text(output_dir / f"{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(output_dir / f"{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
     return name
 
 
@@ -340,9 +341,3 @@ def _read_metadata(directory: Path) -> dict[str, Any] | None:
         return json.loads((directory / _METADATA).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path)
