@@ -23,9 +23,11 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -1088,8 +1090,34 @@ def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:
         return {"error": str(err), "error_type": type(err).__name__}
 
 
-def _train_in_worker(job: tuple[dict[str, Any], int, bool]) -> dict[str, Any]:
-    values, threads, keep_going = job
+def _stop_with_parent(parent: int) -> None:
+    """Pool initializer: a worker gets SIGTERM when its parent dies (Linux), so a killed comparison does
+    not leave workers training its queued runs: the current run saves a checkpoint and stops."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _exit_if_orphaned(parent)
+
+
+def _exit_if_orphaned(parent: int) -> None:
+    # Without its parent a pool worker would wait for work forever (or start a run queued before the
+    # parent died): it exits, with SIGTERM's status.
+    if os.getppid() != parent:
+        os._exit(143)
+
+
+def _train_in_worker(job: tuple[dict[str, Any], int, bool, int]) -> dict[str, Any]:
+    values, threads, keep_going, parent = job
+    _exit_if_orphaned(parent)  # a run queued before the parent died is not started
+    try:
+        return _train_one_in_worker(values, threads, keep_going)
+    finally:
+        _exit_if_orphaned(parent)  # the parent died during the run, which saved a checkpoint and stopped
+
+
+def _train_one_in_worker(values: dict[str, Any], threads: int, keep_going: bool) -> dict[str, Any]:
     torch.set_num_threads(threads)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     return _train_or_error(Recipe.from_dict(values), keep_going)
@@ -1111,8 +1139,11 @@ def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False
     threads = max(1, torch.get_num_threads() // jobs)
     longest_first = sorted(range(len(recipes)), key=lambda i: -recipes[i].max_steps)  # a balanced finish
     context = multiprocessing.get_context("spawn")  # a fresh torch / Accelerate state per process
-    with ProcessPoolExecutor(min(jobs, len(recipes)), mp_context=context) as pool:
-        jobs_ = [(recipes[i].to_dict(), threads, keep_going) for i in longest_first]
+    parent = os.getpid()
+    with ProcessPoolExecutor(
+        min(jobs, len(recipes)), mp_context=context, initializer=_stop_with_parent, initargs=(parent,)
+    ) as pool:
+        jobs_ = [(recipes[i].to_dict(), threads, keep_going, parent) for i in longest_first]
         summaries = dict(zip(longest_first, pool.map(_train_in_worker, jobs_)))
     return [summaries[i] for i in range(len(recipes))]
 

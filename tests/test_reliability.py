@@ -4,6 +4,7 @@ then --resume, errors, recipe checks, bad audio, progress output, the base-size 
 Accelerate, declared dependencies and test hygiene)."""
 
 import ast
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -866,3 +867,47 @@ def test_bench_reports_the_peak_memory_of_a_training_process(tmp_path, capsys):
         assert 3 * weights_mib < extra < 6 * weights_mib, memory
         assert memory[kind]["after_loading_mib"] > weights_mib
     assert "Peak resident memory (RSS) of one training process" in capsys.readouterr().out
+
+
+PARENT = """
+import sys
+from hf_hjprune.recipes import load_recipe
+from hf_hjprune.train import train_all
+
+if __name__ == "__main__":  # spawned workers import this file
+    runs = [load_recipe("tiny_asr", sys.argv[2:] + [f"output_dir={sys.argv[1]}/run{i}"]) for i in range(3)]
+    train_all(runs, jobs=2)
+"""
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path, cache_dir):
+    # Three runs on two workers; the parent is killed (SIGKILL) while the first two train. The workers
+    # get SIGTERM (checkpoint, stop), and the queued third run is never started.
+    load_source("synthetic", **SIZES, cache_dir=cache_dir)
+    (tmp_path / "parent.py").write_text(PARENT)
+    overrides = quick(cache_dir, tmp_path / "unused", "max_steps=400", "checkpoint_steps=0")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen(
+        [sys.executable, str(tmp_path / "parent.py"), str(tmp_path), *overrides],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        started = [tmp_path / f"run{i}" / "metrics.jsonl" for i in range(3)]
+        deadline = time.monotonic() + 300
+        while sum(path.is_file() for path in started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sum(path.is_file() for path in started) == 2, "two runs should be training"
+        workers = [int(pid) for pid in subprocess.run(["pgrep", "-s", str(parent.pid)], capture_output=True,
+                                                       text=True).stdout.split() if int(pid) != parent.pid]  # fmt: skip
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 120
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived their parent"
+        stopped = [path.parent for path in started if path.is_file()]
+        assert all(checkpoints(run) for run in stopped)  # each stopped run left a checkpoint to resume
+        assert sum((tmp_path / f"run{i}").exists() for i in range(3)) == 2  # the queued run never started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
