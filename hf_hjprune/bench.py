@@ -74,6 +74,10 @@ DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
 SAMPLING_RATE = 16000
+SPEEDUP_COLUMNS = ("dense (ms)", "pruned (ms)", "speedup", "MACs ratio")
+"""Table columns of a dense/pruned timing: both times, their ratio, and the ideal ratio (of the MACs)."""
+TRAINING_STEP_COLUMNS = ("dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio")
+"""Table columns of a dense/gated training-step timing."""
 AUTO_CLASSES = (AutoModelForCTC, AutoModelForAudioClassification, AutoModel)
 
 TIMING_NOTE = (
@@ -776,17 +780,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
         runtime = pair.get("runtime", "PyTorch")
         lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])} ({runtime}):", ""]
         lines += markdown_table(
-            [
-                "device",
-                "batch",
-                "audio (s)",
-                "dense (ms)",
-                "pruned (ms)",
-                "speedup",
-                "MACs ratio",
-                "efficiency",
-                "CPU-time efficiency",
-            ],
+            ["device", "batch", "audio (s)", *SPEEDUP_COLUMNS, "efficiency", "CPU-time efficiency"],
             [
                 [
                     row["device"],
@@ -811,10 +805,7 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
                 "device",
                 "batch",
                 "audio (s)",
-                "dense step (ms)",
-                "gated step (ms)",
-                "ratio",
-                "CPU-time ratio",
+                *TRAINING_STEP_COLUMNS,
                 "peak memory (MiB)",
                 "memory ratio",
             ],

@@ -38,6 +38,8 @@ from transformers import (
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..bench import (
+    SPEEDUP_COLUMNS,
+    TRAINING_STEP_COLUMNS,
     benchmark_models,
     interleaved_times,
     intra_op_threads,
@@ -767,16 +769,7 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
             "range of the timed runs.",
             "",
         ]
-        header = [
-            "model",
-            "pruned",
-            "batch",
-            "audio (s)",
-            "dense (ms)",
-            "pruned (ms)",
-            "speedup",
-            "MACs ratio",
-        ]
+        header = ["model", "pruned", "batch", "audio (s)", *SPEEDUP_COLUMNS]
         header += ["efficiency", "CPU-time efficiency", "peak memory (MiB)"]
         rows = []
         for family, entry in result["families"].items():
@@ -889,17 +882,7 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
 
     if _ran(result, "threads"):
         lines += ["", "### Thread count", ""]
-        header = [
-            "model",
-            "threads",
-            "batch",
-            "audio (s)",
-            "dense (ms)",
-            "pruned (ms)",
-            "speedup",
-            "MACs ratio",
-        ]
-        header.append("efficiency")
+        header = ["model", "threads", "batch", "audio (s)", *SPEEDUP_COLUMNS, "efficiency"]
         rows = []
         for family, entry in result["families"].items():
             for count, measured in entry["threads"].items():
@@ -948,15 +931,7 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
             "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
             "",
         ]
-        header = [
-            "model",
-            "batch",
-            "audio (s)",
-            "dense step (ms)",
-            "gated step (ms)",
-            "ratio",
-            "CPU-time ratio",
-        ]
+        header = ["model", "batch", "audio (s)", *TRAINING_STEP_COLUMNS]
         rows = []
         for family, entry in result["families"].items():
             overhead = entry["training_overhead"]

@@ -6,6 +6,7 @@ transcript (ASR), `intent` the intent name (SLU); `speaker` is optional. Nothing
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -69,8 +70,7 @@ def check_options(name_or_path: str | os.PathLike, options: dict[str, Any]) -> N
     `datasets.load_dataset`) accepts any name.
     """
     name = os.fspath(name_or_path)
-    # The synthetic loader passes its options on to `_synthetic_dir`, whose signature names them.
-    parameters = inspect.signature(_synthetic_dir if name == "synthetic" else _loader(name)).parameters
+    parameters = inspect.signature(_loader(name)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     unknown = set(options) - set(parameters)
@@ -115,6 +115,10 @@ def _synthetic(**options: Any) -> DatasetDict:
     corpus_dir = _synthetic_dir(**options)
     sizes = {k: v for k, v in options.items() if k != "cache_dir"}
     return _common_schema(build_corpus(corpus_dir, **sizes))
+
+
+# It takes `_synthetic_dir`'s options: `inspect.signature` (and so `check_options`) follows `__wrapped__`.
+functools.update_wrapper(_synthetic, _synthetic_dir, assigned=(), updated=())
 
 
 def load_flite_test(test_split: Dataset, **options: Any) -> Dataset:
