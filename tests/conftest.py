@@ -1,6 +1,8 @@
 """Shared fixtures: tiny configs of every supported family, built in code (random weights)."""
 
 import os
+import signal
+import subprocess
 from collections import Counter, defaultdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,3 +161,23 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 f"{family}: " + ", ".join(f"{n} {what}" for what, n in sorted(count.items()))
             )
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Wait for a process started in its own session; on timeout kill the whole group (a launcher's
+    workers included) rather than leave orphans behind."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+
+
+def run_in_session(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`subprocess.run` in a new session, with `finish`'s clean-up on timeout."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    stdout, stderr = finish(process, timeout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -4,13 +4,13 @@ end to end (both objectives, iteration 2, resume, two processes, bad input)."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import run_in_session
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCTC, HubertConfig, HubertModel
 
@@ -277,7 +277,7 @@ def test_accelerate_launch_two_processes(tmp_path, corpus_cache):
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "hf_hjprune.pretrain", "tiny_test", *(a for o in overrides for a in ("--set", o))]  # fmt: skip
     environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+    result = run_in_session(command, environment, timeout=900)  # a timeout kills the launcher's workers too
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["audio_hours_seen"] == pytest.approx(3 * 2 * 2 / 3600)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import quick_overrides, tiny_config
+from conftest import finish, quick_overrides, run_in_session, tiny_config
 from huggingface_hub import HfApi, constants
 from safetensors.torch import load_file
 from transformers import (
@@ -379,26 +379,6 @@ def start_with_fault(fault: str, at: int, args: list[str]) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
-
-
-def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
-    """Wait for a process started in its own session; on timeout kill the whole group (a launcher's
-    workers included) rather than leave orphans behind."""
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-
-
-def run_in_session(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """`subprocess.run` in a new session, with `finish`'s clean-up on timeout."""
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    stdout, stderr = finish(process, timeout)
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def weights(output_dir: Path) -> dict[str, torch.Tensor]:

@@ -4,14 +4,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import quick_overrides, tiny_config
+from conftest import quick_overrides, run_in_session, tiny_config
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForAudioClassification,
@@ -408,7 +407,7 @@ def test_accelerate_launch_two_processes(tmp_path, cache_dir):
         *(arg for override in quick(cache_dir, output_dir, "max_steps=3") for arg in ("--set", override)),
     ]
     environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    result = run_in_session(command, environment, timeout=120)  # a timeout kills the launcher's workers too
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["steps"] == 3
