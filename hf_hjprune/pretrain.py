@@ -86,6 +86,8 @@ from .train import (
     _truncate_metrics,
     build_accelerator,
     checkpoints,
+    end_process_group,
+    end_trackers,
     linear_schedule,
     save_checkpoint,
 )
@@ -869,7 +871,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
     if accelerator.is_main_process:
         save_outputs(recipe, task, accelerator.unwrap_model(objective), output_dir)
         atomic_write_json(output_dir / "summary.json", summary)
-    accelerator.end_training()
+    end_trackers(accelerator)
     return summary
 
 
@@ -1050,6 +1052,7 @@ def run(args: argparse.Namespace) -> None:
         print(ship_start_model(recipe, args.ship))
     else:
         pretrain(recipe, resume=args.resume)
+        end_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import gc
 import json
 import logging
 import multiprocessing
@@ -622,6 +623,26 @@ def build_accelerator(recipe: Any, output_dir: Path, log_with: list[Any]) -> Acc
     )
 
 
+def end_trackers(accelerator: Accelerator) -> None:
+    """The end of a run: `accelerator.end_training()` without destroying the process group, which
+    belongs to the process (`end_process_group`): a process may run several trainings (a final
+    fine-tune after pruning), and the group may only go once the run's DDP models are gone."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
+def end_process_group() -> None:
+    """Destroy the process group of `accelerate launch` (if any) at the end of a command.
+
+    Only once the runs' models are released: a DDP reducer that outlives the group's registration
+    becomes its last holder and destroys it with the GIL held, while a gloo worker thread may still
+    need the GIL to free the last collective's tensors, and the process hangs at exit
+    (pytorch/pytorch#56297; seen here in CI)."""
+    gc.collect()  # DDP wrappers in reference cycles go first
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> None:
     """`accelerator.save_state` into `checkpoints/step_{step}.partial`, renamed to `step_{step}` once
     complete and fsynced (`publish_directory`); then keep the last `keep` (0: all).
@@ -720,7 +741,7 @@ class StopSignal:
             return
         if not saved:
             save_checkpoint(accelerator, output_dir, step, keep)
-        accelerator.end_training()
+        end_trackers(accelerator)
         raise TrainingStopped(received, step, output_dir / "checkpoints" / f"step_{step}")
 
 
@@ -1005,7 +1026,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         publish_directory(partial, model_dir)
         atomic_write_json(output_dir / "summary.json", summary)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_trackers(accelerator)
     return summary
 
 
@@ -1175,8 +1196,11 @@ def run(args: argparse.Namespace) -> int:
         train(load_recipe(args.recipe, overrides), resume=args.resume)
     except TrainingStopped as stopped:
         _log(logging.WARNING, str(stopped))
-        return stopped.exit_status
-    return 0
+        status = stopped.exit_status
+    else:
+        status = 0
+    end_process_group()
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

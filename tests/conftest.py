@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs of every supported family, built in code (random weights)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ from collections import Counter, defaultdict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig  # noqa: E402
@@ -164,14 +166,21 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def finish(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
-    """Wait for a process started in its own session; on timeout kill the whole group (a launcher's
-    workers included) rather than leave orphans behind."""
+    """Wait for a process started in its own session; on timeout kill it and all its descendants
+    rather than leave orphans behind (torchrun starts each worker in a session of its own, and a
+    surviving worker keeps the output pipes open), then fail with what it printed."""
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        descendants = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
+        for descendant in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                descendant.kill()
+        stdout, stderr = process.communicate(timeout=60)
+        pytest.fail(
+            f"{process.args} did not finish in {timeout:.0f} s; it printed:\n{stdout[-2000:]}\n{stderr[-4000:]}"
+        )
 
 
 def run_in_session(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:

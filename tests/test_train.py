@@ -382,8 +382,10 @@ def test_keep_checkpoints(tmp_path, cache_dir):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_3", "step_4"]
 
 
-def test_accelerate_launch_two_processes(tmp_path, cache_dir):
-    """`accelerate launch` with two CPU processes (gloo) runs to the end (< 60 s).
+@pytest.mark.parametrize("extra", [[], ["final_finetune_steps=2"]], ids=["prune", "prune-then-finetune"])
+def test_accelerate_launch_two_processes(tmp_path, cache_dir, extra):
+    """`accelerate launch` with two CPU processes (gloo) runs to the end (< 60 s), also with two
+    trainings in one process (a final fine-tune after pruning: the process group outlives each run).
 
     `--cpu` starts a single process (without mpirun); torchrun's processes (`--multi_gpu`) train on
     the CPU with `ACCELERATE_USE_CPU=1`.
@@ -404,14 +406,20 @@ def test_accelerate_launch_two_processes(tmp_path, cache_dir):
         "-m",
         "hf_hjprune.train",
         "tiny_asr",
-        *(arg for override in quick(cache_dir, output_dir, "max_steps=3") for arg in ("--set", override)),
+        *(
+            arg
+            for override in quick(cache_dir, output_dir, "max_steps=3", *extra)
+            for arg in ("--set", override)
+        ),
     ]
     environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = run_in_session(command, environment, timeout=120)  # a timeout kills the launcher's workers too
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output_dir / "summary.json").read_text())
-    assert summary["num_processes"] == 2 and summary["steps"] == 3
+    assert summary["num_processes"] == 2 and summary["steps"] == 3 + (2 if extra else 0)
     assert summary["metrics"]["after"]["num_utterances"] == SIZES["num_test"]
+    if extra:
+        assert summary["final_finetune"]["steps"] == 2
     AutoModelForCTC.from_pretrained(output_dir / "model")
 
 
