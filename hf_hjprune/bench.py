@@ -67,13 +67,13 @@ from .cost import count_macs, count_params
 from .errors import HJPruneInputError
 from .memory import current_rss_mib, peak_rss_mib
 from .pruner import HJPruner
-from .structure import FAMILIES, head_of
+from .start_models import load_start_model
+from .structure import SAMPLING_RATE, head_of
 
 DEFAULT_SECONDS = (1.0, 10.0)
 DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
-SAMPLING_RATE = 16000
 SPEEDUP_COLUMNS = ("dense (ms)", "pruned (ms)", "speedup", "MACs ratio")
 """Table columns of a dense/pruned timing: both times, their ratio, and the ideal ratio (of the MACs)."""
 TRAINING_STEP_COLUMNS = ("dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio")
@@ -124,8 +124,8 @@ def load_model(name_or_path: str) -> nn.Module:
 def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     """The model a training run started from, with the pruned model's task head.
 
-    Read from the run's `summary.json`: a `tiny:` spec is rebuilt with random weights (timing does not
-    depend on them), a path or Hub id is loaded. Its MACs must match the run's recorded dense MACs.
+    Read from the run's `summary.json` and built by `start_models.load_start_model` (a `tiny:` model
+    gets random weights: timing does not depend on them). Its MACs must match the run's recorded dense MACs.
     """
     summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
     recipe = summary.get("recipe", {})
@@ -139,21 +139,13 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     elif head == "classification":
         task = dict(num_labels=pruned.config.num_labels)
     overrides = {**recipe.get("model_config", {}), **task}
-    if source.startswith("tiny:"):
-        from .train import TINY_CONFIG
-
-        family = FAMILIES[source[len("tiny:") :]]
-        dense = family.stock_models[head](family.stock_config(**{**TINY_CONFIG, **overrides}))
-    else:
-        try:
-            auto_class = {"ctc": AutoModelForCTC, "classification": AutoModelForAudioClassification}
-            dense = auto_class.get(head, AutoModel).from_pretrained(
-                source, ignore_mismatched_sizes=True, **overrides
-            )
-        except (OSError, ValueError) as err:
-            raise HJPruneInputError(
-                f"cannot load the run's starting model {source!r} ({err}); pass it with --dense PATH"
-            ) from err
+    try:
+        dense, _ = load_start_model(source, head, overrides)
+    except HJPruneInputError as err:
+        cause = err.__cause__ or err
+        raise HJPruneInputError(
+            f"cannot load the run's starting model {source!r} ({cause}); pass it with --dense PATH"
+        ) from cause
     recorded = summary.get("macs", {})
     if "before" in recorded and "seconds" in recorded:
         expected, actual = recorded["before"]["total"], count_macs(dense, recorded["seconds"]).total

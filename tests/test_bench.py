@@ -18,8 +18,8 @@ from hf_hjprune.bench import (
     training_overhead,
 )
 from hf_hjprune.benchmarks.speed_table import structure_for_reduction
+from hf_hjprune.start_models import TINY_CONFIG
 from hf_hjprune.structure import to_pruned_config, unit_counts
-from hf_hjprune.train import TINY_CONFIG
 
 THREADS = torch.get_num_threads()
 FAST = dict(repeats=3, warmup=1, threads=1, devices=["cpu"])

@@ -51,9 +51,7 @@ from ..cost import count_macs, count_params, macs_from_units
 from ..errors import HJPruneInputError
 from ..export import FILES, OnnxRuntimeModel, optimize_for_inference, quantize_int8, torch_to_onnx
 from ..materialize import prune_model
-from ..structure import GROUPS, family_of, unit_counts
-
-SAMPLING_RATE = 16000
+from ..structure import GROUPS, SAMPLING_RATE, family_of, unit_counts
 
 
 def _staggered_counts(sizes: list[int], fraction: float, multiple_of: int, minimum: int) -> list[int]:
