@@ -40,6 +40,11 @@ def _runs(plan: list[list[Any]]) -> str:
     return ", ".join(f"{repeats} at batch {b} × {s:g} s" for b, s, repeats in plan)
 
 
+def _section(title: str, text: str | None = None) -> list[str]:
+    """The lines that open a `###` section, with its introductory paragraph."""
+    return ["", f"### {title}", "", *([text, ""] if text else [])]
+
+
 def _efficiency_summary(values: list[float]) -> str:
     met = sum(round(e, 2) >= 0.9 for e in values)
     return (
@@ -98,7 +103,7 @@ def _structures_section(result: Mapping[str, Any]) -> list[str]:
                     f"{macs['transformer'] / 1e9:.2f}",
                 ]
             )
-    return ["", "### Structures", "", *markdown_table([*header, "Transformer"], rows)]
+    return _section("Structures") + markdown_table([*header, "Transformer"], rows)
 
 
 def _speedup_row(family: str, table: Mapping[str, Any], name: str, row: Mapping[str, Any]) -> list[str]:
@@ -124,16 +129,13 @@ def _speedup_row(family: str, table: Mapping[str, Any], name: str, row: Mapping[
 
 
 def _speedup_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Speedup against the MACs ratio",
-        "",
+    lines = _section(
+        "Speedup against the MACs ratio",
         f"Efficiency: {_efficiency_summary(efficiencies(result))}. CPU-time efficiency: "
         f"{_efficiency_summary(efficiencies(result, cpu=True))}. Timed runs per model: "
         f"{_runs(result['plan']['table'])}, after {result['plan']['warmup']} warm-up run (the memory "
         "measurement). ± is the interquartile range of the timed runs.",
-        "",
-    ]
+    )
     header = ["model", "pruned", "batch", "audio (s)", *SPEEDUP_COLUMNS]
     header += ["efficiency", "CPU-time efficiency", "peak memory (MiB)"]
     rows = [
@@ -172,15 +174,12 @@ def _parts_rows(family: str, measured: Mapping[str, Any]) -> list[list[str]]:
 
 
 def _parts_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Where the time goes",
-        "",
+    lines = _section(
+        "Where the time goes",
         "Median process CPU time per part of the forward pass (forward hooks; `other` = LayerNorms, "
         "residuals, head and Python overhead), dense against the most pruned structure, timed interleaved; "
         "`time share` / `MACs share` are the part's shares of the dense model.",
-        "",
-    ]
+    )
     header = ["model", "batch", "audio (s)", "part", "dense (ms)", "pruned (ms)", "speedup", "MACs ratio"]
     rows = [
         row
@@ -192,15 +191,12 @@ def _parts_section(result: Mapping[str, Any]) -> list[str]:
 
 
 def _multiple_of_8_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Kept units rounded to multiples of 8",
-        "",
+    lines = _section(
+        "Kept units rounded to multiples of 8",
         "Each structure against the same reduction with conv channels and FFN units rounded to multiples of "
         "8 (`structure_for_reduction(..., multiple_of=8)`, same MACs within 0.1%), the two timed interleaved; "
         "change = rounded / unrounded time − 1 (negative: the rounded structure is faster).",
-        "",
-    ]
+    )
     header = ["model", "pruned", "batch", "audio (s)", "unrounded (ms)", "rounded (ms)", "change"]
     rows = [
         [
@@ -238,18 +234,15 @@ def _threads_section(result: Mapping[str, Any]) -> list[str]:
         for count, measured in entry["threads"].items()
         for name, row in pair_rows(measured)
     ]
-    return ["", "### Thread count", "", *markdown_table(header, rows)]
+    return _section("Thread count") + markdown_table(header, rows)
 
 
 def _kernels_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Kernels",
-        "",
+    lines = _section(
+        "Kernels",
         "Single kernels at the shapes above, each group timed interleaved: median wall time, median "
         "process CPU time and MACs per CPU second.",
-        "",
-    ]
+    )
     rows = [
         [
             row["group"],
@@ -264,15 +257,12 @@ def _kernels_section(result: Mapping[str, Any]) -> list[str]:
 
 
 def _training_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Training overhead of the gates",
-        "",
+    lines = _section(
+        "Training overhead of the gates",
         'Time of one training step (forward, backward, AdamW) with `HJPruner(model, variant="macs", '
         "target=0.4)` attached (sampled gates, loss + Lagrangian penalty) against dense fine-tuning of "
         "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
-        "",
-    ]
+    )
     rows = []
     for family, entry in result["families"].items():
         overhead = entry["training_overhead"]
@@ -292,10 +282,8 @@ def _training_section(result: Mapping[str, Any]) -> list[str]:
 
 
 def _deployment_section(result: Mapping[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "### Deployment: PyTorch, `optimize_for_inference`, ONNX Runtime fp32 and int8",
-        "",
+    lines = _section(
+        "Deployment: PyTorch, `optimize_for_inference`, ONNX Runtime fp32 and int8",
         "Each structure with conv channels and FFN units rounded to multiples of 8 (as `round_to=8` exports "
         "it) in PyTorch fp32, in PyTorch after `optimize_for_inference(model)` (weight norm folded), and "
         "exported with `hjprune export` to ONNX Runtime fp32 and int8 (dynamic quantisation of the "
@@ -303,8 +291,7 @@ def _deployment_section(result: Mapping[str, Any]) -> list[str]:
         "PyTorch fp32 timed in the same interleaved run (its median in `dense (ms)`); the MACs ratio (dense "
         f"MACs / pruned MACs) is the speedup the MACs alone would give. Timed runs per model: "
         f"{_runs(result['plan']['deployment'])}.",
-        "",
-    ]
+    )
     header = [
         "model",
         "threads",
@@ -354,5 +341,5 @@ def table_markdown(result: Mapping[str, Any], command: str = COMMAND) -> str:
             lines += section(result)
     text = findings(result)
     if text:
-        lines += ["", "### Findings", "", text]
+        lines += _section("Findings") + [text]
     return "\n".join(lines) + "\n"
