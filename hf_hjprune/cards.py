@@ -561,11 +561,16 @@ def _card_data(
         license="apache-2.0",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=[
-            "hf_hjprune", "hj-pruning", "structured-pruning", "speech", family, VARIANT_TAGS[summary["variant"]]
+            "hf_hjprune",
+            "hj-pruning",
+            "structured-pruning",
+            "speech",
+            family,
+            VARIANT_TAGS[summary["variant"]],
         ],
         metrics=list(METRICS[task]),
         eval_results=_eval_results(task, summary["metrics"]["after"], dataset),
-    )  # fmt: skip
+    )
 
 
 def _reached_text(params: Mapping[str, Any], macs: Mapping[str, Any]) -> str:

@@ -29,15 +29,17 @@ NOT_AVAILABLE = "–"
 # numbers
 
 SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+SI_COMPACT = {"sep": "", "largest": "G"}
+"""`si` keywords of the zoo's tables (narrow columns): `"94.40M"`, `"2100.00G"`."""
+SI_UP_TO_GIGA = {"largest": "G"}
+"""`si` keywords of the Space: `"94.40 M"`, `"2100.00 G"` (a long clip's MACs stay in G)."""
 
 
 def si(value: float, *, sep: str = " ", largest: str = "T") -> str:
     """`value` with an SI prefix and two decimals; below 1000, a whole number.
 
-    The formats in use:
-    - spaced (the default; model cards): `"94.40 M"`, `"2.10 T"`;
-    - compact, `sep=""` and `largest="G"` (the zoo's tables, narrow columns): `"94.40M"`, `"2100.00G"`;
-    - spaced up to giga, `largest="G"` (the Space): `"94.40 M"`, `"2100.00 G"`.
+    The default format is the model cards': `"94.40 M"`, `"2.10 T"`; `SI_COMPACT` and `SI_UP_TO_GIGA`
+    name the others in use (`si(value, **SI_COMPACT)`).
     """
     prefixes = SI_PREFIXES[[suffix for _, suffix in SI_PREFIXES].index(largest) :]
     for factor, suffix in prefixes:
@@ -79,7 +81,7 @@ ALIGNMENTS = {"-": "---", "l": ":---", "c": ":---:", "r": "---:"}
 def markdown_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None
 ) -> list[str]:
-    """The lines of a Markdown table.
+    """The lines of a Markdown table; an empty cell is written `| |`.
 
     Args:
         header: The column titles.
@@ -95,6 +97,13 @@ def markdown_table(
         return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
     return [line(header), "|" + "|".join(ALIGNMENTS[code] for code in align) + "|", *map(line, rows)]
+
+
+def results_page(title: str, command: str, body: str, figure: tuple[str, str] | None = None) -> str:
+    """A benchmark's results file (`results/NAME.md`): its title, the command that regenerates it, its
+    figure (`(alt text, file name)`), if any, then `body`."""
+    image = f"![{figure[0]}]({figure[1]})\n\n" if figure else ""
+    return f"# {title}\n\nRegenerate: `{command}`\n\n{image}{body}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +335,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
 
 __all__ = [
     "NOT_AVAILABLE",
+    "SI_COMPACT",
+    "SI_UP_TO_GIGA",
     "SPEEDUP_COLUMNS",
     "TRAINING_STEP_COLUMNS",
     "bench_markdown",
@@ -334,6 +345,7 @@ __all__ = [
     "mean_percent",
     "new_figure",
     "percent",
+    "results_page",
     "save_png",
     "si",
     "structure_figure",

@@ -52,7 +52,7 @@ from .cards import (
 )
 from .errors import HJPruneInputError
 from .hub import folder_digests
-from .reporting import NOT_AVAILABLE, change, markdown_table, percent, si
+from .reporting import NOT_AVAILABLE, SI_COMPACT, change, markdown_table, percent, si
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
@@ -305,8 +305,7 @@ def _before_after(before: float, after: float, metric: bool = False) -> str:
     """`before → **after**`: a metric in percent, else a count with its change (narrow columns: compact SI)."""
     if metric:
         return f"{percent(before, decimals=1, symbol=False)} → **{percent(after, decimals=1, symbol=False)}**"
-    compact = {"sep": "", "largest": "G"}
-    return f"{si(before, **compact)} → **{si(after, **compact)}** ({change(before, after, decimals=0)})"
+    return f"{si(before, **SI_COMPACT)} → **{si(after, **SI_COMPACT)}** ({change(before, after, decimals=0)})"
 
 
 def _target(entry: Mapping[str, Any]) -> str:
@@ -475,9 +474,7 @@ def org_card_markdown(
                 f"{METRIC_NAMES[metric]} {_before_after(numbers['before'], numbers['after'], metric=True)}",
             ]
         )
-    lines += markdown_table(header, rows)
-    if not entries:
-        lines.append("| No model published yet. | | | | | |")
+    lines += markdown_table(header, rows or [["No model published yet.", *[""] * (len(header) - 1)]])
     lines += [
         "",
         f"- [Leaderboard]({leaderboard_url}): every model's numbers (also as `{LEADERBOARD_JSON}`), "

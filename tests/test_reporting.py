@@ -9,6 +9,8 @@ from conftest import tiny_config
 from hf_hjprune import reporting
 from hf_hjprune.reporting import (
     NOT_AVAILABLE,
+    SI_COMPACT,
+    SI_UP_TO_GIGA,
     change,
     markdown_table,
     mean_percent,
@@ -33,8 +35,8 @@ from hf_hjprune.structure import original_unit_counts, to_pruned_config, unit_co
 )
 def test_si_formats(value, spaced, compact, up_to_giga):
     assert si(value) == spaced
-    assert si(value, sep="", largest="G") == compact
-    assert si(value, largest="G") == up_to_giga
+    assert si(value, **SI_COMPACT) == compact
+    assert si(value, **SI_UP_TO_GIGA) == up_to_giga
 
 
 def test_change_and_percent():

@@ -30,7 +30,7 @@ from typing import Any
 from ..atomic import atomic_write_json, atomic_write_text
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
 from ..errors import HJPruneInputError
-from ..reporting import NOT_AVAILABLE, markdown_table, mean_percent, new_figure, save_png
+from ..reporting import NOT_AVAILABLE, markdown_table, mean_percent, new_figure, results_page, save_png
 
 RESULTS_DIR = Path(__file__).parent / "results"
 README = Path(__file__).parents[2] / "README.md"
@@ -454,11 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / "paper_comparison"
     atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    atomic_write_text(
-        stem.with_suffix(".md"),
-        f"# Toy reproduction of the paper's comparison\n\nRegenerate: `{result['command']}`\n\n"
-        f"![metric against MACs](paper_comparison.png)\n\n{markdown}",
-    )
+    figure = ("metric against MACs", "paper_comparison.png")
+    page = results_page("Toy reproduction of the paper's comparison", result["command"], markdown, figure)
+    atomic_write_text(stem.with_suffix(".md"), page)
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown):
         print(f"updated the table in {README}")

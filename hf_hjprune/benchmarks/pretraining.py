@@ -24,7 +24,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..cards import DOWNSTREAM_MARKERS
-from ..reporting import markdown_table, mean_percent, new_figure, save_png
+from ..reporting import markdown_table, mean_percent, new_figure, results_page, save_png
 from ..start_models import PRETRAINED_DIR, PRETRAINED_PREFIX
 from .paper_comparison import README, RESULTS_DIR, update_readme
 
@@ -242,11 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / "pretraining"
     atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    atomic_write_text(
-        stem.with_suffix(".md"),
-        f"# Fine-tuning from pretrained start models vs from scratch\n\nRegenerate: `{result['command']}`\n\n"
-        f"![validation curves](pretraining.png)\n\n{markdown}",
-    )
+    title = "Fine-tuning from pretrained start models vs from scratch"
+    page = results_page(title, result["command"], markdown, ("validation curves", "pretraining.png"))
+    atomic_write_text(stem.with_suffix(".md"), page)
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown, README, MARKERS):
         print(f"updated the table in {README}")

@@ -47,7 +47,7 @@ from transformers import (
 import hf_hjprune  # noqa: F401  (registers the pruned models with the Auto classes)
 from hf_hjprune import count_macs, count_params
 from hf_hjprune.data import AudioError, load_audio
-from hf_hjprune.reporting import change, markdown_table, si, structure_figure
+from hf_hjprune.reporting import SI_UP_TO_GIGA, change, markdown_table, si, structure_figure
 from hf_hjprune.structure import unit_counts
 
 logger = logging.getLogger(__name__)
@@ -562,8 +562,7 @@ def run_comparison(entry: Entry, audio: Any) -> Comparison:
 
 
 def _si(value: float) -> str:
-    # Up to G, as the app has always shown them: a long clip's MACs read "2100.00 G", not "2.10 T".
-    return si(value, largest="G")
+    return si(value, **SI_UP_TO_GIGA)  # as the app has always shown them: "2100.00 G", not "2.10 T"
 
 
 def _change(before: float, after: float) -> str:
