@@ -70,6 +70,7 @@ from .cost import count_macs, count_params
 from .errors import HJPruneInputError
 from .memory import current_rss_mib, peak_rss_mib
 from .pruner import HJPruner
+from .reporting import bench_markdown
 from .start_models import load_start_model
 from .structure import SAMPLING_RATE, head_of
 
@@ -77,10 +78,6 @@ DEFAULT_SECONDS = (1.0, 10.0)
 DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
-SPEEDUP_COLUMNS = ("dense (ms)", "pruned (ms)", "speedup", "MACs ratio")
-"""Table columns of a dense/pruned timing: both times, their ratio, and the ideal ratio (of the MACs)."""
-TRAINING_STEP_COLUMNS = ("dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio")
-"""Table columns of a dense/gated training-step timing."""
 AUTO_CLASSES = {
     AutoModelForCTC: MODEL_FOR_CTC_MAPPING,
     AutoModelForAudioClassification: MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
@@ -716,154 +713,6 @@ def training_overhead(
             model, seconds, batch_size, variant, target, steps=2, threads=used_threads
         )
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def _millions(value: float) -> str:
-    return f"{value / 1e6:.3g}"
-
-
-def _giga(value: float) -> str:
-    return f"{value / 1e9:.3g}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """The lines of a markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def _model_label(name: str) -> str:
-    return f"`{name}`"
-
-
-def _memory_change(row: Mapping[str, Any]) -> str:
-    dense, gated = row["dense_step"].get("peak_memory_mib"), row["gated_step"].get("peak_memory_mib")
-    return "–" if dense is None or gated is None else f"{dense:.0f} → {gated:.0f}"
-
-
-def bench_markdown(result: Mapping[str, Any]) -> str:
-    """Markdown tables of a benchmark result: models, latency per configuration, pairs, training."""
-    machine, settings = result["machine"], result["settings"]
-    lines = [
-        f"Measured {machine['date']} on {machine['cpu']} ({settings['threads']} "
-        f"thread{'s' if settings['threads'] != 1 else ''}), "
-        f"torch {machine['torch']}, transformers {machine['transformers']}"
-        + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
-        + f"; {settings['warmup']} warm-up and {settings['repeats']} timed runs per configuration.",
-        "",
-    ]
-    models = result["models"]
-    lines += markdown_table(
-        ["model", "params (M)", "GMACs / s of audio", "CNN", "Transformer"],
-        [
-            [
-                _model_label(name),
-                _millions(entry["params"]["total"]),
-                _giga(entry["macs_per_second"]["total"]),
-                _giga(entry["macs_per_second"]["cnn"]),
-                _giga(entry["macs_per_second"]["transformer"]),
-            ]
-            for name, entry in models.items()
-        ],
-    )
-    memory_rows = any(row["peak_memory_mib"] is not None for e in models.values() for row in e["latency"])
-    header = ["model", "device", "batch", "audio (s)", "GMACs", "median (ms)", "IQR (ms)"]
-    if memory_rows:
-        header.append("peak memory (MiB)")
-    rows = []
-    for name, entry in models.items():
-        for row in entry["latency"]:
-            cells = [
-                _model_label(name),
-                row["device"],
-                str(row["batch_size"]),
-                f"{row['seconds']:g}",
-                _giga(row["macs"]),
-                f"{row['median_ms']:.1f}",
-                f"{row['iqr_ms']:.1f}",
-            ]
-            if memory_rows:
-                memory = row["peak_memory_mib"]
-                cells.append("–" if memory is None else f"{memory:.0f}")
-            rows.append(cells)
-    lines += ["", *markdown_table(header, rows)]
-    for pair in result["pairs"]:
-        runtime = pair.get("runtime", "PyTorch")
-        lines += ["", f"{_model_label(pair['dense'])} → {_model_label(pair['pruned'])} ({runtime}):", ""]
-        lines += markdown_table(
-            ["device", "batch", "audio (s)", *SPEEDUP_COLUMNS, "efficiency", "CPU-time efficiency"],
-            [
-                [
-                    row["device"],
-                    str(row["batch_size"]),
-                    f"{row['seconds']:g}",
-                    f"{row['dense_median_ms']:.1f}",
-                    f"{row['pruned_median_ms']:.1f}",
-                    f"{row['speedup']:.2f}×",
-                    f"{row['macs_ratio']:.2f}×",
-                    f"{row['efficiency']:.0%}",
-                    f"{row['cpu_speedup'] / row['macs_ratio']:.0%}",
-                ]
-                for row in pair["results"]
-            ],
-        )
-    overhead = result.get("training_overhead") or []
-    if overhead:
-        lines += ["", "Training step (forward, backward, AdamW), gated (HJPruner attached) vs dense:", ""]
-        lines += markdown_table(
-            [
-                "model",
-                "device",
-                "batch",
-                "audio (s)",
-                *TRAINING_STEP_COLUMNS,
-                "peak memory (MiB)",
-                "memory ratio",
-            ],
-            [
-                [
-                    _model_label(row["model"]),
-                    row["device"],
-                    str(row["batch_size"]),
-                    f"{row['seconds']:g}",
-                    f"{row['dense_step']['median_ms']:.0f} ± {row['dense_step']['iqr_ms']:.0f}",
-                    f"{row['gated_step']['median_ms']:.0f} ± {row['gated_step']['iqr_ms']:.0f}",
-                    f"{row['ratio']:.2f}×",
-                    f"{row['cpu_ratio']:.2f}×",
-                    _memory_change(row),
-                    f"{row['memory_ratio']:.2f}×" if "memory_ratio" in row else "–",
-                ]
-                for row in overhead
-            ],
-        )
-        lines += ["", "(± is the interquartile range; CPU time is the process CPU time of all threads.)"]
-        memory_rows = [row for row in overhead if row.get("peak_rss_mib")]
-        if memory_rows:
-            lines += [
-                "",
-                "Peak resident memory (RSS) of one training process (fresh process: load, 2 steps):",
-                "",
-            ]
-            lines += markdown_table(
-                ["model", "batch", "audio (s)", "dense (MiB)", "gated (MiB)", "after loading (MiB)"],
-                [
-                    [
-                        _model_label(row["model"]),
-                        str(row["batch_size"]),
-                        f"{row['seconds']:g}",
-                        f"{row['peak_rss_mib']['dense']['peak_mib']:.0f}",
-                        f"{row['peak_rss_mib']['gated']['peak_mib']:.0f}",
-                        f"{row['peak_rss_mib']['dense']['after_loading_mib']:.0f}",
-                    ]
-                    for row in memory_rows
-                ],
-            )
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

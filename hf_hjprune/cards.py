@@ -28,8 +28,9 @@ from transformers import PretrainedConfig
 
 from .errors import HJPruneInputError
 from .pruner import VARIANTS
+from .reporting import bench_markdown, change, markdown_table, percent, save_png, si, structure_figure
 from .start_models import TINY_PREFIX
-from .structure import FAMILIES
+from .structure import FAMILIES, original_unit_counts, unit_counts
 
 STRUCTURE_PLOT = "structure.png"
 """File name of the structure plot, next to the card."""
@@ -86,15 +87,8 @@ def family_name(config: PretrainedConfig | Mapping[str, Any]) -> str:
 
 def layer_structure(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, list[tuple[int, int]]]:
     """Per group (`conv`, `heads`, `ffn`), the `(kept, original)` unit counts of every layer."""
-    values = _config_dict(config)
-    layers = values["num_hidden_layers"]
-    heads, ffn = values["num_attention_heads"], values["intermediate_size"]
-    conv = list(values["conv_dim"])
-    return {
-        "conv": list(zip(conv, values.get("original_conv_dim") or conv)),
-        "heads": [(h, heads) for h in values.get("attention_heads_per_layer") or [heads] * layers],
-        "ffn": [(f, ffn) for f in values.get("intermediate_size_per_layer") or [ffn] * layers],
-    }
+    kept, original = unit_counts(config), original_unit_counts(config)
+    return {group: list(zip(kept[group], original[group])) for group in kept}
 
 
 def _fraction(kept: int, original: int) -> str:
@@ -109,28 +103,35 @@ def structure_table(config: PretrainedConfig | Mapping[str, Any]) -> str:
     """
     values = _config_dict(config)
     structure = layer_structure(values)
-    lines = [
-        "| Conv layer | Kernel | Stride | Channels kept / original |",
-        "|---:|---:|---:|---:|",
+    conv_rows = [
+        [str(i), str(kernel), str(stride), _fraction(kept, original)]
+        for i, ((kept, original), kernel, stride) in enumerate(
+            zip(structure["conv"], values["conv_kernel"], values["conv_stride"])
+        )
     ]
-    for i, ((kept, original), kernel, stride) in enumerate(
-        zip(structure["conv"], values["conv_kernel"], values["conv_stride"])
-    ):
-        lines.append(f"| {i} | {kernel} | {stride} | {_fraction(kept, original)} |")
-    conv_kept, conv_original = (sum(column) for column in zip(*structure["conv"]))
-    lines += [f"| **all** | | | **{_fraction(conv_kept, conv_original)}** |", ""]
-    lines += [
-        "| Transformer layer | Attention heads kept / original | FFN units kept / original |",
-        "|---:|---:|---:|",
+    conv_rows.append(["**all**", "", "", f"**{_fraction(*_total(structure['conv']))}**"])
+    layer_rows = [
+        [str(i), _fraction(h, h0), _fraction(f, f0)]
+        for i, ((h, h0), (f, f0)) in enumerate(zip(structure["heads"], structure["ffn"]))
     ]
-    for i, ((h, h0), (f, f0)) in enumerate(zip(structure["heads"], structure["ffn"])):
-        lines.append(f"| {i} | {_fraction(h, h0)} | {_fraction(f, f0)} |")
-    heads_kept, heads_original = (sum(column) for column in zip(*structure["heads"]))
-    ffn_kept, ffn_original = (sum(column) for column in zip(*structure["ffn"]))
-    lines.append(
-        f"| **all** | **{_fraction(heads_kept, heads_original)}** | **{_fraction(ffn_kept, ffn_original)}** |"
+    layer_rows.append(
+        ["**all**", *(f"**{_fraction(*_total(structure[group]))}**" for group in ("heads", "ffn"))]
     )
+    lines = [
+        *markdown_table(["Conv layer", "Kernel", "Stride", "Channels kept / original"], conv_rows, "rrrr"),
+        "",
+        *markdown_table(
+            ["Transformer layer", "Attention heads kept / original", "FFN units kept / original"],
+            layer_rows,
+            "rrr",
+        ),
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _total(layers: list[tuple[int, int]]) -> tuple[int, int]:
+    """`(kept, original)` summed over the layers."""
+    return sum(kept for kept, _ in layers), sum(original for _, original in layers)
 
 
 def plot_structure(config: PretrainedConfig | Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -138,37 +139,7 @@ def plot_structure(config: PretrainedConfig | Mapping[str, Any], path: str | os.
 
     The image is byte-for-byte reproducible for a given matplotlib version (no metadata, Agg canvas).
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError as err:
-        raise ImportError("the structure plot needs matplotlib: pip install matplotlib") from err
-
-    structure = layer_structure(config)
-    panels = (
-        ("conv", "CNN: channels per conv layer", "conv layer"),
-        ("heads", "Attention heads per layer", "Transformer layer"),
-        ("ffn", "FFN units per layer", "Transformer layer"),
-    )
-    # A canvas of its own: no pyplot, so no global backend state and no GUI.
-    figure = Figure(figsize=(11, 3.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    for ax, (group, title, xlabel) in zip(figure.subplots(1, 3), panels):
-        kept = [k for k, _ in structure[group]]
-        original = [o for _, o in structure[group]]
-        positions = range(len(kept))
-        ax.bar(positions, original, color="#d9d9d9", edgecolor="#7f7f7f", label="original")
-        ax.bar(positions, kept, width=0.6, color="#ff9d00", label="kept")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_xticks(list(positions))
-        ax.set_ylim(0, max(original) * 1.08)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.axes[0].legend(loc="upper right", fontsize=8)
-    path = Path(path)
-    figure.savefig(path, format="png", metadata={"Software": None})
-    return path
+    return save_png(structure_figure(unit_counts(config), original_unit_counts(config)), path)
 
 
 def hub_model_id(model: str) -> str | None:
@@ -198,23 +169,8 @@ def dataset_info(recipe: Mapping[str, Any]) -> dict[str, str | None]:
     return {"hub_id": None, "type": "local", "name": name, "split": "test", "config": None}
 
 
-def _si(value: float) -> str:
-    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f} {suffix}"
-    return f"{value:.0f}"
-
-
-def _change(before: float, after: float) -> str:
-    return f"{(after - before) / before:+.1%}" if before else "n/a"
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
 
 
 def _reduction(before: float, after: float) -> float:
@@ -235,8 +191,7 @@ def _start_model_text(model: str, params_before: float, start: Mapping[str, Any]
         recipe = start["recipe"]
         task = recipe["task"]
         scores = ", ".join(
-            f"{METRIC_NAMES[metric]} {_percent(start['metrics']['after'][metric])}"
-            for metric in METRICS[task]
+            f"{METRIC_NAMES[metric]} {percent(start['metrics']['after'][metric])}" for metric in METRICS[task]
         )
         origin = (
             "from random initialisation (no pre-training)"
@@ -244,7 +199,7 @@ def _start_model_text(model: str, params_before: float, start: Mapping[str, Any]
             else f"from {_start_model_text(recipe['model'], start['params']['before']['total'])}"
         )
         return (
-            f"a dense model ({_si(params_before)} parameters) fine-tuned by `hf_hjprune` for "
+            f"a dense model ({si(params_before)} parameters) fine-tuned by `hf_hjprune` for "
             f"{start['steps']} steps {origin} on {dataset_info(recipe)['name']} "
             f"({scores} on its `{dataset_info(recipe)['split']}` split); it stands in for a pre-trained "
             "checkpoint and is the reference of the tables below"
@@ -253,7 +208,7 @@ def _start_model_text(model: str, params_before: float, start: Mapping[str, Any]
         family = FAMILY_NAMES[model[len(TINY_PREFIX) :]]
         return (
             f"a tiny {family}-shaped model built in code with random weights (`{model}`, "
-            f"{_si(params_before)} parameters, no pre-training); there is no base model on the Hub"
+            f"{si(params_before)} parameters, no pre-training); there is no base model on the Hub"
         )
     hub_id = hub_model_id(model)
     if hub_id is not None:
@@ -277,22 +232,38 @@ def _eval_results(task: str, metrics: Mapping[str, float], dataset: Mapping[str,
     ]
 
 
-def _cost_rows(label: str, cost: Mapping[str, Mapping[str, float]]) -> list[str]:
+def _cost_rows(label: str, cost: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
     before, after = cost["before"], cost["after"]
-    rows = [
-        f"| {label} | {_si(before['total'])} | {_si(after['total'])} | "
-        f"{_change(before['total'], after['total'])} |"
-    ]
+    rows = [[label, si(before["total"]), si(after["total"]), change(before["total"], after["total"])]]
     for part, name in (("cnn", "CNN"), ("transformer", "Transformer")):
         share_before, share_after = before[part] / before["total"], after[part] / after["total"]
         rows.append(
-            f"| &nbsp;&nbsp;{name} | {_si(before[part])} ({share_before:.0%}) | "
-            f"{_si(after[part])} ({share_after:.0%}) | {_change(before[part], after[part])} |"
+            [
+                f"&nbsp;&nbsp;{name}",
+                f"{si(before[part])} ({share_before:.0%})",
+                f"{si(after[part])} ({share_after:.0%})",
+                change(before[part], after[part]),
+            ]
         )
     return rows
 
 
-def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
+def _metric_rows(metrics: Mapping[str, Mapping[str, float]], task: str, split: str) -> list[list[str]]:
+    rows = []
+    for metric in METRICS[task]:
+        before, after = metrics["before"][metric], metrics["after"][metric]
+        rows.append(
+            [
+                f"{METRIC_NAMES[metric]} on `{split}`",
+                percent(before),
+                percent(after),
+                f"{100 * (after - before):+.2f} pts",
+            ]
+        )
+    return rows
+
+
+def _latency_rows(bench: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for pair in bench.get("pairs", []):
         runtime = pair.get("runtime", "PyTorch")
@@ -300,9 +271,12 @@ def _latency_rows(bench: Mapping[str, Any]) -> list[str]:
         label = "Latency" if runtime == "PyTorch" else f"Latency, this model in {runtime}"
         for result in pair["results"]:
             rows.append(
-                f"| {label} ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio) | "
-                f"{result['dense_median_ms']:.1f} ms | {result['pruned_median_ms']:.1f} ms | "
-                f"speed-up {result['speedup']:.2f}× (MACs ratio {result['macs_ratio']:.2f}×) |"
+                [
+                    f"{label} ({result['device']}, batch {result['batch_size']}, {result['seconds']:g} s audio)",
+                    f"{result['dense_median_ms']:.1f} ms",
+                    f"{result['pruned_median_ms']:.1f} ms",
+                    f"speed-up {result['speedup']:.2f}× (MACs ratio {result['macs_ratio']:.2f}×)",
+                ]
             )
     return rows
 
@@ -311,21 +285,13 @@ def _results_section(
     summary: Mapping[str, Any], task: str, dataset: Mapping[str, Any], bench: Any, trained_start: bool
 ) -> str:
     seconds = summary["macs"].get("seconds", 1.0)
-    lines = [
-        "| | Start model (before training) | This model | Change |",
-        "|---|---:|---:|---:|",
+    rows = [
         *_cost_rows("Parameters", summary["params"]),
         *_cost_rows(f"MACs per {seconds:g} s of audio", summary["macs"]),
+        *_metric_rows(summary["metrics"], task, dataset["split"]),
+        *(_latency_rows(bench) if bench else []),
     ]
-    metrics = summary["metrics"]
-    for metric in METRICS[task]:
-        before, after = metrics["before"][metric], metrics["after"][metric]
-        lines.append(
-            f"| {METRIC_NAMES[metric]} on `{dataset['split']}` | {_percent(before)} | "
-            f"{_percent(after)} | {100 * (after - before):+.2f} pts |"
-        )
-    if bench:
-        lines += _latency_rows(bench)
+    lines = markdown_table(["", "Start model (before training)", "This model", "Change"], rows, "-rrr")
     lines += [
         "",
         f"Parameters and MACs are counted exactly from the per-layer sizes (`hf_hjprune.count_params` / "
@@ -341,8 +307,6 @@ def _results_section(
         ),
     ]
     if bench:
-        from .bench import bench_markdown
-
         lines += [
             "",
             "Latency was measured with `hjprune bench` (median of timed runs; the start model is rebuilt "
@@ -532,56 +496,9 @@ def card_from_summary(
     """
     recipe = summary["recipe"]
     task = recipe["task"]
-    family = family_name(config)
-    variant = summary["variant"]
     dataset = dataset_info(recipe)
-    base_model = hub_model_id(recipe["model"])
-    data = ModelCardData(
-        model_name=name,
-        base_model=base_model,
-        datasets=[dataset["hub_id"]] if dataset["hub_id"] else None,
-        language=["en"],
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag=PIPELINE_TAGS[task],
-        tags=["hf_hjprune", "hj-pruning", "structured-pruning", "speech", family, VARIANT_TAGS[variant]],
-        metrics=list(METRICS[task]),
-        eval_results=_eval_results(task, summary["metrics"]["after"], dataset),
-    )
-
-    params, macs = summary["params"], summary["macs"]
-    kept = structure_totals(config)
-    reached = (
-        f"{_reduction(macs['before']['total'], macs['after']['total']):.1%} fewer MACs "
-        f"(CNN {_reduction(macs['before']['cnn'], macs['after']['cnn']):.1%}, Transformer "
-        f"{_reduction(macs['before']['transformer'], macs['after']['transformer']):.1%}) and "
-        f"{_reduction(params['before']['total'], params['after']['total']):.1%} fewer parameters"
-    )
-    skipped = sum(sum(reasons.values()) for reasons in (summary.get("skipped_files") or {}).values())
     body = [
-        f"# {name}",
-        "",
-        f"A {FAMILY_NAMES[family]} model for {TASK_NAMES[task]}, structurally pruned with HJ-Pruning "
-        "([Peng et al., ICASSP 2023](https://arxiv.org/abs/2302.14132)): conv channels of the CNN feature "
-        "extractor, attention heads and FFN units of the Transformer were removed jointly while the model "
-        "was fine-tuned on the task. Made with `hf_hjprune`; this card was generated from the run's summary.",
-        "",
-        f"- **Start model:** {_start_model_text(recipe['model'], params['before']['total'], start)}",
-        f"- **Task and data:** {TASK_NAMES[task]} on {dataset['name']}, evaluated on its `{dataset['split']}` split",
-        f"- **Pruning variant:** {VARIANT_NAMES[variant]}",
-        f"- **Target:** {_target_text(variant, summary.get('target'))}",
-        f"- **Reached:** {reached}",
-        f"- **Kept units:** {kept['conv'][0]} of {kept['conv'][1]} conv channels, {kept['heads'][0]} of "
-        f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
-    ]
-    if skipped:
-        body.append(
-            f"- **Skipped audio files:** {skipped} (unusable: corrupt, truncated, silent, too short or too "
-            "long), counted by reason in `summary.json`"
-        )
-    if leaderboard:
-        body.append(f"- **Model zoo:** compare it with the other models in the [leaderboard]({leaderboard})")
-    body += [
+        *_overview(summary, config, name, dataset, start, leaderboard),
         "",
         "## Structure",
         "",
@@ -616,7 +533,81 @@ def card_from_summary(
         "```",
         "",
     ]
+    data = _card_data(summary, family_name(config), name, dataset)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _card_data(
+    summary: Mapping[str, Any], family: str, name: str, dataset: Mapping[str, Any]
+) -> ModelCardData:
+    """The front matter of a pruned model's card: what the Hub indexes, with `model-index` results."""
+    task = summary["recipe"]["task"]
+    return ModelCardData(
+        model_name=name,
+        base_model=hub_model_id(summary["recipe"]["model"]),
+        datasets=[dataset["hub_id"]] if dataset["hub_id"] else None,
+        language=["en"],
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag=PIPELINE_TAGS[task],
+        tags=[
+            "hf_hjprune",
+            "hj-pruning",
+            "structured-pruning",
+            "speech",
+            family,
+            VARIANT_TAGS[summary["variant"]],
+        ],
+        metrics=list(METRICS[task]),
+        eval_results=_eval_results(task, summary["metrics"]["after"], dataset),
+    )
+
+
+def _reached_text(params: Mapping[str, Any], macs: Mapping[str, Any]) -> str:
+    return (
+        f"{_reduction(macs['before']['total'], macs['after']['total']):.1%} fewer MACs "
+        f"(CNN {_reduction(macs['before']['cnn'], macs['after']['cnn']):.1%}, Transformer "
+        f"{_reduction(macs['before']['transformer'], macs['after']['transformer']):.1%}) and "
+        f"{_reduction(params['before']['total'], params['after']['total']):.1%} fewer parameters"
+    )
+
+
+def _overview(
+    summary: Mapping[str, Any],
+    config: PretrainedConfig | Mapping[str, Any],
+    name: str,
+    dataset: Mapping[str, Any],
+    start: Mapping[str, Any] | None,
+    leaderboard: str | None,
+) -> list[str]:
+    """The title, what the model is, and the key facts of its run as a list."""
+    recipe, task, variant = summary["recipe"], summary["recipe"]["task"], summary["variant"]
+    kept = structure_totals(config)
+    skipped = sum(sum(reasons.values()) for reasons in (summary.get("skipped_files") or {}).values())
+    lines = [
+        f"# {name}",
+        "",
+        f"A {FAMILY_NAMES[family_name(config)]} model for {TASK_NAMES[task]}, structurally pruned with "
+        "HJ-Pruning ([Peng et al., ICASSP 2023](https://arxiv.org/abs/2302.14132)): conv channels of the CNN "
+        "feature extractor, attention heads and FFN units of the Transformer were removed jointly while the "
+        "model was fine-tuned on the task. Made with `hf_hjprune`; this card was generated from the run's summary.",
+        "",
+        f"- **Start model:** {_start_model_text(recipe['model'], summary['params']['before']['total'], start)}",
+        f"- **Task and data:** {TASK_NAMES[task]} on {dataset['name']}, evaluated on its `{dataset['split']}` split",
+        f"- **Pruning variant:** {VARIANT_NAMES[variant]}",
+        f"- **Target:** {_target_text(variant, summary.get('target'))}",
+        f"- **Reached:** {_reached_text(summary['params'], summary['macs'])}",
+        f"- **Kept units:** {kept['conv'][0]} of {kept['conv'][1]} conv channels, {kept['heads'][0]} of "
+        f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
+    ]
+    if skipped:
+        lines.append(
+            f"- **Skipped audio files:** {skipped} (unusable: corrupt, truncated, silent, too short or too "
+            "long), counted by reason in `summary.json`"
+        )
+    if leaderboard:
+        lines.append(f"- **Model zoo:** compare it with the other models in the [leaderboard]({leaderboard})")
+    return lines
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
@@ -676,10 +667,7 @@ def make_model_card(
 
 def structure_totals(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """Per group, `(kept, original)` units summed over the layers."""
-    return {
-        group: (sum(k for k, _ in layers), sum(o for _, o in layers))
-        for group, layers in layer_structure(config).items()
-    }
+    return {group: _total(layers) for group, layers in layer_structure(config).items()}
 
 
 __all__ = [
@@ -729,37 +717,10 @@ def start_model_card(
     last = summaries[-1]
     family = FAMILY_NAMES[last["family"]]
     params, macs = last["params"], last["macs"]
-    data = ModelCardData(
-        model_name=name,
-        language=["en", "multilingual"],
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag="automatic-speech-recognition"
-        if any("ForCTC" in architecture for architecture in config.get("architectures") or [])
-        else "feature-extraction",
-        tags=["hf_hjprune", "speech", last["family"], "synthetic-speech", "start-model"],
-    )  # fmt: skip
-    stages = []
-    for index, (summary, recipe_name) in enumerate(zip(summaries, recipes, strict=True), start=1):
-        recipe = summary["recipe"]
-        objective = OBJECTIVE_TEXT[summary["objective"]].format(
-            targets="MFCC"
-            if recipe.get("targets") == "mfcc"
-            else f"hidden layer {recipe.get('target_layer')}",
-            ctc_targets="eSpeak NG's IPA phonemes (every language)"
-            if recipe.get("ctc_targets", "phonemes") == "phonemes"
-            else f"characters of the text ({', '.join(recipe.get('languages') or ['all'])} utterances)",
-        )
-        validation = ", ".join(
-            f"{key.replace('_', ' ')} {value:.3f}" for key, value in summary["validation"].items()
-        )
-        stages.append(
-            f"{index}. **{objective}**, {'continuing from stage ' + str(index - 1) if recipe.get('init_from') else 'from random initialisation'}: "
-            f"{summary['steps']} steps ({_duration(summary['train_seconds'])} on {summary['num_processes']} CPU "
-            f"process{'es' if summary['num_processes'] > 1 else ''}), {summary['audio_hours_seen']:.1f} hours of audio "
-            f"heard from {summary['data']['hours']:.1f} hours of broad synthetic speech; final validation: {validation}. "
-            f"Regenerate: `hjprune pretrain {recipe_name}`."
-        )
+    stages = [
+        _stage_line(index, summary, recipe_name)
+        for index, (summary, recipe_name) in enumerate(zip(summaries, recipes, strict=True), start=1)
+    ]
     body = [
         f"# {name}",
         "",
@@ -769,7 +730,7 @@ def start_model_card(
         f"- **Shape:** {config['num_hidden_layers']} Transformer layers of width {config['hidden_size']} "
         f"({config['num_attention_heads']} heads, {config['intermediate_size']} FFN units), "
         f"{len(config['conv_dim'])} conv layers of {config['conv_dim'][0]} channels with wav2vec2-base's kernels and strides",
-        f"- **Cost:** {_si(params['total'])} parameters, {_si(macs['total'])} MACs per second of audio, "
+        f"- **Cost:** {si(params['total'])} parameters, {si(macs['total'])} MACs per second of audio, "
         f"{macs['cnn'] / macs['total']:.0%} of them in the CNN",
         "- **Data:** speech synthesised with eSpeak NG (`hf_hjprune.data.broad_speech`): 40 languages, about 80 "
         "voice variants, speaking rates of 90–300 words per minute, frequent words of each language and nonsense "
@@ -798,4 +759,40 @@ def start_model_card(
         "- Small and briefly trained (CPU hours): far from the pretrained models of the paper.",
         "",
     ]
+    data = _start_card_data(last["family"], config, name)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _start_card_data(family: str, config: Mapping[str, Any], name: str) -> ModelCardData:
+    """The front matter of a start model's card."""
+    return ModelCardData(
+        model_name=name,
+        language=["en", "multilingual"],
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="automatic-speech-recognition"
+        if any("ForCTC" in architecture for architecture in config.get("architectures") or [])
+        else "feature-extraction",
+        tags=["hf_hjprune", "speech", family, "synthetic-speech", "start-model"],
+    )  # fmt: skip
+
+
+def _stage_line(index: int, summary: Mapping[str, Any], recipe_name: str) -> str:
+    """One numbered item of a start model's card: a pretraining stage, its objective, cost and result."""
+    recipe = summary["recipe"]
+    objective = OBJECTIVE_TEXT[summary["objective"]].format(
+        targets="MFCC" if recipe.get("targets") == "mfcc" else f"hidden layer {recipe.get('target_layer')}",
+        ctc_targets="eSpeak NG's IPA phonemes (every language)"
+        if recipe.get("ctc_targets", "phonemes") == "phonemes"
+        else f"characters of the text ({', '.join(recipe.get('languages') or ['all'])} utterances)",
+    )
+    validation = ", ".join(
+        f"{key.replace('_', ' ')} {value:.3f}" for key, value in summary["validation"].items()
+    )
+    return (
+        f"{index}. **{objective}**, {'continuing from stage ' + str(index - 1) if recipe.get('init_from') else 'from random initialisation'}: "
+        f"{summary['steps']} steps ({_duration(summary['train_seconds'])} on {summary['num_processes']} CPU "
+        f"process{'es' if summary['num_processes'] > 1 else ''}), {summary['audio_hours_seen']:.1f} hours of audio "
+        f"heard from {summary['data']['hours']:.1f} hours of broad synthetic speech; final validation: {validation}. "
+        f"Regenerate: `hjprune pretrain {recipe_name}`."
+    )

@@ -15,12 +15,15 @@ and `DIR/<run>/summary.json`; the comparison goes to `DIR/results.md` and `DIR/r
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json, atomic_write_text
 from .recipes import load_recipe
+from .reporting import NOT_AVAILABLE, markdown_table, percent
 from .train import prepare_data, train_all
 
 RUNS: tuple[tuple[str, str], ...] = (
@@ -117,28 +120,28 @@ def result_row(label: str, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FORMATS: dict[str, Callable[[float], str]] = {
+    **dict.fromkeys(
+        ("wer", "cer", "intent_accuracy", "ood_wer", "ood_intent_accuracy", "macs_reduction", "cnn_share"),
+        functools.partial(percent, decimals=1),
+    ),
+    "params": "{:,.0f}".format,
+    "macs_per_second": "{:,.0f}".format,
+    "train_seconds": "{:.0f} s".format,
+}
+"""How each column's numbers are written (`run` is a label)."""
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    formats = {
-        "wer": "{:.1%}",
-        "cer": "{:.1%}",
-        "intent_accuracy": "{:.1%}",
-        "ood_wer": "{:.1%}",
-        "ood_intent_accuracy": "{:.1%}",
-        "params": "{:,.0f}",
-        "macs_per_second": "{:,.0f}",
-        "macs_reduction": "{:.1%}",
-        "cnn_share": "{:.1%}",
-        "train_seconds": "{:.0f} s",
-    }
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [
-            row[key] if key == "run" else "–" if row[key] is None else formats[key].format(row[key])
+    cells = [
+        [
+            row[key] if key == "run" else NOT_AVAILABLE if row[key] is None else FORMATS[key](row[key])
             for key, _ in COLUMNS
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for row in rows
+    ]
+    return "\n".join(markdown_table([title for _, title in COLUMNS], cells))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

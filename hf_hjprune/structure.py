@@ -10,7 +10,9 @@ exactly where a removed unit's value becomes zero (see `models/modeling_hjpruned
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from transformers import (
@@ -236,25 +238,32 @@ def strip_base_prefix(name: str, model: nn.Module) -> str | None:
     return name[len(prefix) :] if name.startswith(prefix) else None
 
 
-def original_unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
-    """Units per layer of each group in the unpruned model a config was cut from (itself if stock)."""
+def _config_value(config: PretrainedConfig | Mapping[str, Any], key: str) -> Any:
+    return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+
+def original_unit_counts(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, list[int]]:
+    """Units per layer of each group in the unpruned model a config (or its `config.json` dict) was cut
+    from (itself if stock)."""
+    layers = _config_value(config, "num_hidden_layers")
     return {
-        "conv": list(getattr(config, "original_conv_dim", None) or config.conv_dim),
-        "heads": [config.num_attention_heads] * config.num_hidden_layers,
-        "ffn": [config.intermediate_size] * config.num_hidden_layers,
+        "conv": list(_config_value(config, "original_conv_dim") or _config_value(config, "conv_dim")),
+        "heads": [_config_value(config, "num_attention_heads")] * layers,
+        "ffn": [_config_value(config, "intermediate_size")] * layers,
     }
 
 
-def unit_counts(config: PretrainedConfig) -> dict[str, list[int]]:
-    """Units per layer of each group, for a stock or pruned config."""
+def unit_counts(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, list[int]]:
+    """Units per layer of each group, for a stock or pruned config (or its `config.json` dict)."""
+    layers = _config_value(config, "num_hidden_layers")
     return {
-        "conv": list(config.conv_dim),
+        "conv": list(_config_value(config, "conv_dim")),
         "heads": list(
-            getattr(config, "attention_heads_per_layer", None)
-            or [config.num_attention_heads] * config.num_hidden_layers
+            _config_value(config, "attention_heads_per_layer")
+            or [_config_value(config, "num_attention_heads")] * layers
         ),
         "ffn": list(
-            getattr(config, "intermediate_size_per_layer", None)
-            or [config.intermediate_size] * config.num_hidden_layers
+            _config_value(config, "intermediate_size_per_layer")
+            or [_config_value(config, "intermediate_size")] * layers
         ),
     }

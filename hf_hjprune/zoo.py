@@ -52,6 +52,7 @@ from .cards import (
 )
 from .errors import HJPruneInputError
 from .hub import folder_digests
+from .reporting import NOT_AVAILABLE, SI_COMPACT, change, markdown_table, percent, si
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
@@ -300,24 +301,18 @@ def add_run(
 # -- rendering -----------------------------------------------------------------------------------
 
 
-def _si(value: float) -> str:
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if value >= factor:
-            return f"{value / factor:.2f}{suffix}"
-    return f"{value:.0f}"
-
-
-def _before_after(before: float, after: float, percent: bool = False) -> str:
-    if percent:
-        return f"{100 * before:.1f} → **{100 * after:.1f}**"
-    return f"{_si(before)} → **{_si(after)}** ({(after - before) / before:+.0%})"
+def _before_after(before: float, after: float, metric: bool = False) -> str:
+    """`before → **after**`: a metric in percent, else a count with its change (narrow columns: compact SI)."""
+    if metric:
+        return f"{percent(before, decimals=1, symbol=False)} → **{percent(after, decimals=1, symbol=False)}**"
+    return f"{si(before, **SI_COMPACT)} → **{si(after, **SI_COMPACT)}** ({change(before, after, decimals=0)})"
 
 
 def _target(entry: Mapping[str, Any]) -> str:
     target = entry["target"]
     if isinstance(target, Mapping):
         return f"CNN {target['cnn']:.0%}, Transformer {target['transformer']:.0%}"
-    return "–" if target is None else f"{target:.0%}"
+    return NOT_AVAILABLE if target is None else f"{target:.0%}"
 
 
 def _model_cell(entry: Mapping[str, Any], hub: bool = False) -> str:
@@ -347,26 +342,27 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = 
     metric_headers = [f"{METRIC_NAMES[m]} % before → after" for m in METRICS[task]]
     header = ["Model", "Family", "Start model", "Data", "Variant", "Target", *metric_headers]
     header += ["Params", "MACs", "CNN share of MACs"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    rows = []
     for e in entries:
         macs = e["macs"]
-        cells = [
-            _model_cell(e, hub),
-            FAMILY_NAMES[e["family"]],
-            _start_cell(e),
-            DATA_NAMES.get(e["data"], e["data"]),
-            VARIANT_TAGS[e["variant"]],
-            _target(e),
-            *(
-                _before_after(e["metrics"][m]["before"], e["metrics"][m]["after"], percent=True)
-                for m in METRICS[task]
-            ),
-            _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
-            f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
-            f"{macs['before']['cnn_share']:.0%} → {macs['after']['cnn_share']:.0%}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(
+            [
+                _model_cell(e, hub),
+                FAMILY_NAMES[e["family"]],
+                _start_cell(e),
+                DATA_NAMES.get(e["data"], e["data"]),
+                VARIANT_TAGS[e["variant"]],
+                _target(e),
+                *(
+                    _before_after(e["metrics"][m]["before"], e["metrics"][m]["after"], metric=True)
+                    for m in METRICS[task]
+                ),
+                _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
+                f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
+                f"{macs['before']['cnn_share']:.0%} → {macs['after']['cnn_share']:.0%}",
+            ]
+        )
+    return markdown_table(header, rows)
 
 
 def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
@@ -406,11 +402,9 @@ def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
             "",
             "Planned; no numbers until a run is added with `hjprune zoo add`.",
             "",
-            "| " + " | ".join(header) + " |",
-            "|" + "|".join("---" for _ in header) + "|",
         ]
-        for e in planned:
-            cells = [
+        rows = [
+            [
                 f"{e['name']}<br>`{e['repo_id']}`",
                 FAMILY_NAMES[e["family"]],
                 _start_cell(e),
@@ -418,9 +412,11 @@ def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
                 e["task"].upper(),
                 VARIANT_TAGS[e["variant"]],
                 _target(e),
-                f"`{e['command']}`" if e["command"] else "–",
+                f"`{e['command']}`" if e["command"] else NOT_AVAILABLE,
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+            for e in planned
+        ]
+        lines += markdown_table(header, rows)
     return "\n".join(lines) + "\n"
 
 
@@ -428,7 +424,7 @@ def _speedup(bench: Mapping[str, Any] | None) -> str:
     """The measured speed-up at batch 1 on the longest audio of a bench result, "–" without one."""
     results = [r for pair in (bench or {}).get("pairs", []) for r in pair["results"] if r["batch_size"] == 1]
     if not results:
-        return "–"
+        return NOT_AVAILABLE
     result = max(results, key=lambda r: r["seconds"])
     return f"{result['speedup']:.2f}× ({result['device']}, {result['seconds']:g} s of audio)"
 
@@ -462,24 +458,23 @@ def org_card_markdown(
         "attention heads and FFN units of the Transformer removed jointly under a budget on MACs. "
         "Published by `hjprune zoo push` (hf_hjprune).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
     ]
+    rows = []
     for e in entries:
         metric = METRICS[e["task"]][0]
         numbers = e["metrics"][metric]
         macs = e["macs"]
-        cells = [
-            _model_cell(e, hub=True),
-            e["task"].upper(),
-            _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
-            f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
-            _speedup(e["bench"]),
-            f"{METRIC_NAMES[metric]} {_before_after(numbers['before'], numbers['after'], percent=True)}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if not entries:
-        lines.append("| No model published yet. | | | | | |")
+        rows.append(
+            [
+                _model_cell(e, hub=True),
+                e["task"].upper(),
+                _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
+                f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
+                _speedup(e["bench"]),
+                f"{METRIC_NAMES[metric]} {_before_after(numbers['before'], numbers['after'], metric=True)}",
+            ]
+        )
+    lines += markdown_table(header, rows or [["No model published yet.", *[""] * (len(header) - 1)]])
     lines += [
         "",
         f"- [Leaderboard]({leaderboard_url}): every model's numbers (also as `{LEADERBOARD_JSON}`), "
@@ -497,7 +492,7 @@ def collection_note(entry: Mapping[str, Any]) -> str:
     fewer = 1 - macs["after"]["total"] / macs["before"]["total"]
     return (
         f"{FAMILY_NAMES[entry['family']]}, {VARIANT_TAGS[entry['variant']]} {_target(entry)}: "
-        f"{METRIC_NAMES[metric]} {100 * numbers['before']:.1f}% → {100 * numbers['after']:.1f}%, "
+        f"{METRIC_NAMES[metric]} {percent(numbers['before'], decimals=1)} → {percent(numbers['after'], decimals=1)}, "
         f"{fewer:.0%} fewer MACs"
     )
 

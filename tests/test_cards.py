@@ -11,11 +11,12 @@ import yaml
 from conftest import tiny_config
 from huggingface_hub import ModelCard
 
-from hf_hjprune.bench import bench_markdown, benchmark_models, benchmark_pair, onnx_models
+from hf_hjprune.bench import benchmark_models, benchmark_pair, onnx_models
 from hf_hjprune.cards import make_model_card, plot_structure, read_run, structure_table
 from hf_hjprune.cost import count_macs, count_params
 from hf_hjprune.materialize import prune_model
 from hf_hjprune.recipes import load_recipe
+from hf_hjprune.reporting import bench_markdown
 from hf_hjprune.structure import FAMILIES
 
 # Kept units of the tiny_config models (3 conv layers of 16/12/12 channels, 3 layers of 4 heads and 48 FFN units).

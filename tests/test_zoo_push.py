@@ -169,6 +169,7 @@ def test_push_publishes_the_zoo_and_the_models_load(server, zoo_dir, runs, tmp_p
     assert space["app.py"] == (DEFAULT_SPACE_DIR / "app.py").read_bytes()
     package = Path(hf_hjprune.__file__).parent
     assert space["hf_hjprune/zoo.py"] == (package / "zoo.py").read_bytes()
+    assert space["hf_hjprune/reporting.py"] == (package / "reporting.py").read_bytes()  # app.py imports it
     assert "hf_hjprune/recipes/tiny_asr.yaml" in space and not any("__pycache__" in p for p in space)
     assert f"models:\n- {MODELS[1]}\n- {MODELS[0]}\n" in space["README.md"].decode()
     assert HfApi(endpoint=server.url).space_info(f"{ORG}/hjprune-demo").sdk == "gradio"

@@ -32,6 +32,7 @@ from ..demo import QUICK_MODEL, QUICK_OVERRIDES
 from ..errors import HJPruneInputError
 from ..pruner import PRUNING_VARIANTS
 from ..pruner import VARIANTS as ALL_VARIANTS
+from ..reporting import NOT_AVAILABLE, markdown_table, mean_percent, new_figure, results_page, save_png
 
 RESULTS_DIR = Path(__file__).parent / "results"
 README = Path(__file__).parents[2] / "README.md"
@@ -259,19 +260,37 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return aggregated
 
 
-def _value(entry: Mapping[str, Any], key: str = "value") -> str:
-    if entry.get(key) is None:
-        return "–"
-    text = f"{entry[key]:.1%}"
-    return text if entry.get(f"{key}_std") is None else f"{text} ± {entry[f'{key}_std']:.1%}"
-
-
 def _label(entry: Mapping[str, Any]) -> str:
     return LABELS[entry.get("lever") or entry["variant"]]
 
 
 def _reduction_cell(value: float | None) -> str:
-    return "–" if value is None else f"−{value:.1%}" if value > 0 else "0"
+    return NOT_AVAILABLE if value is None else f"−{value:.1%}" if value > 0 else "0"
+
+
+def _table_row(entry: Mapping[str, Any]) -> list[str]:
+    target = NOT_AVAILABLE if entry["target"] is None else f"−{entry['target']:.0%}"
+    if entry["variant"] == "params" and entry["target"] is not None:
+        target += " params"
+    if "error" in entry:
+        status = "not reachable" if entry.get("error_type") == "UnreachableTargetError" else "not trained"
+        return [_label(entry), target, f"{status}¹", *[NOT_AVAILABLE] * 6]
+    missed = entry.get("worst_target_error")
+    flag = "²" if missed is not None and abs(missed) > TARGET_TOLERANCE else ""
+    return [
+        _label(entry),
+        target,
+        mean_percent(entry),
+        mean_percent(entry, "ood_value"),
+        _reduction_cell(entry["macs_reduction"]) + flag,
+        *(
+            _reduction_cell(entry[key])
+            for key in ("cnn_macs_reduction", "transformer_macs_reduction", "params_reduction")
+        ),
+        NOT_AVAILABLE
+        if entry.get("cnn_share_of_removed") is None
+        else f"{entry['cnn_share_of_removed']:.0%}",
+    ]
 
 
 def results_markdown(result: Mapping[str, Any]) -> str:
@@ -282,39 +301,16 @@ def results_markdown(result: Mapping[str, Any]) -> str:
         if not entries:
             continue
         seeds = sorted({seed for entry in entries for seed in entry["seeds"]})
+        header = [
+            "variant", "target", title, f"{title} (flite)", "MACs", "CNN MACs", "Transformer MACs", "params",
+            "CNN share of removed MACs",
+        ]  # fmt: skip
         lines += [
             f"**{title}** on the test split ({'seed' if len(seeds) == 1 else 'mean ± std over seeds'} "
             f"{', '.join(map(str, seeds))}); out of domain: the same sentences spoken by flite:",
             "",
-            f"| variant | target | {title} | {title} (flite) | MACs | CNN MACs | Transformer MACs | params | "
-            "CNN share of removed MACs |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *markdown_table(header, [_table_row(entry) for entry in entries]),
         ]
-        for entry in entries:
-            target = "–" if entry["target"] is None else f"−{entry['target']:.0%}"
-            if entry["variant"] == "params" and entry["target"] is not None:
-                target += " params"
-            if "error" in entry:
-                status = (
-                    "not reachable" if entry.get("error_type") == "UnreachableTargetError" else "not trained"
-                )
-                lines.append(f"| {_label(entry)} | {target} | {status}¹ | – | – | – | – | – | – |")
-                continue
-            missed = entry.get("worst_target_error")
-            flag = "²" if missed is not None and abs(missed) > TARGET_TOLERANCE else ""
-            cells = [
-                _label(entry),
-                target,
-                _value(entry),
-                _value(entry, "ood_value"),
-                _reduction_cell(entry["macs_reduction"]) + flag,
-                *(
-                    _reduction_cell(entry[key])
-                    for key in ("cnn_macs_reduction", "transformer_macs_reduction", "params_reduction")
-                ),
-                "–" if entry.get("cnn_share_of_removed") is None else f"{entry['cnn_share_of_removed']:.0%}",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
         lines += ["", *(f"- {text}" for text in observations(result["aggregated"], task))]
         lines += [
             f"- ¹ {_label(entry)} at −{entry['target']:.0%}: {entry['error']}."
@@ -352,10 +348,10 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
         best = (max if higher else min)(at, key=lambda entry: entry["value"])
         text = (
             f"At the −{target:.0%} MACs target the best {title} is {_label(best)}'s "
-            f"({_value(best)}, {best['macs_reduction']:.0%} fewer MACs reached)"
+            f"({mean_percent(best)}, {best['macs_reduction']:.0%} fewer MACs reached)"
         )
         if dense is not None:
-            text += f", {'better' if better(best, dense) else 'worse'} than dense ({_value(dense)})"
+            text += f", {'better' if better(best, dense) else 'worse'} than dense ({mean_percent(dense)})"
         texts.append(text + ".")
     for target in targets:
         by_variant = {e["variant"]: e for e in entries if e["target"] == target and not e.get("lever")}
@@ -363,8 +359,8 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
             joint, only = by_variant["macs"], by_variant["transformer"]
             texts.append(
                 f"At the −{target:.0%} target, HJ-MAC {'beats' if better(joint, only) else 'does not beat'} "
-                f"Transformer-only pruning ({_value(joint)} at {joint['macs_reduction']:.0%} fewer MACs vs "
-                f"{_value(only)} at {only['macs_reduction']:.0%}); {joint['cnn_share_of_removed']:.0%} of the MACs "
+                f"Transformer-only pruning ({mean_percent(joint)} at {joint['macs_reduction']:.0%} fewer MACs vs "
+                f"{mean_percent(only)} at {only['macs_reduction']:.0%}); {joint['cnn_share_of_removed']:.0%} of the MACs "
                 "HJ-MAC removed were the CNN's."
             )
     for target in targets:
@@ -372,7 +368,7 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
         if len(options) > 1 and dense is not None:
             best = (max if higher else min)(options, key=lambda entry: entry["value"])
             texts.append(
-                f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({_value(best)}; dense {_value(dense)}, "
+                f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({mean_percent(best)}; dense {mean_percent(dense)}, "
                 f"{'better' if better(best, dense) else 'worse'})."
             )
     return texts
@@ -380,12 +376,8 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
 
 def plot(result: Mapping[str, Any], path: str | Path) -> None:
     """Metric against MACs reduction, one line per variant and a panel per task (PNG)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     tasks = [task for task in METRICS if any(entry["task"] == task for entry in result["aggregated"])]
-    figure = Figure(figsize=(5.0 * len(tasks), 4.0))
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(5.0 * len(tasks), 4.0))
     for index, task in enumerate(tasks, start=1):
         _, title, _ = METRICS[task]
         axes = figure.add_subplot(1, len(tasks), index)
@@ -414,7 +406,7 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png", metadata={"Software": None})
+    save_png(figure, path)
 
 
 def update_readme(markdown: str, readme: Path = README, markers: tuple[str, str] = MARKERS) -> bool:
@@ -462,11 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / "paper_comparison"
     atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    atomic_write_text(
-        stem.with_suffix(".md"),
-        f"# Toy reproduction of the paper's comparison\n\nRegenerate: `{result['command']}`\n\n"
-        f"![metric against MACs](paper_comparison.png)\n\n{markdown}",
-    )
+    figure = ("metric against MACs", "paper_comparison.png")
+    page = results_page("Toy reproduction of the paper's comparison", result["command"], markdown, figure)
+    atomic_write_text(stem.with_suffix(".md"), page)
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown):
         print(f"updated the table in {README}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..cards import DOWNSTREAM_MARKERS
+from ..reporting import markdown_table, mean_percent, new_figure, results_page, save_png
 from ..start_models import PRETRAINED_DIR, PRETRAINED_PREFIX
 from .paper_comparison import README, RESULTS_DIR, update_readme
 
@@ -130,13 +131,6 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def _cell(entry: Mapping[str, Any], key: str) -> str:
-    if entry[key] is None:
-        return "–"
-    text = f"{entry[key]:.1%}"
-    return text if entry[f"{key}_std"] is None else f"{text} ± {entry[f'{key}_std']:.1%}"
-
-
 def results_markdown(result: Mapping[str, Any]) -> str:
     """One table per task, and a sentence per pretrained start on what it changed against scratch."""
     lines = []
@@ -149,12 +143,20 @@ def results_markdown(result: Mapping[str, Any]) -> str:
             + (["test CER"] if task == "asr" else [])
             + [f"out-of-domain {title}"]
         )
-        lines += [f"**{title}** after the same fine-tuning budget (`{TASK_RECIPES[task]}`):", "",
-                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]  # fmt: skip
-        for entry in entries:
-            name = "random init (same shape)" if entry["start"] == "random" else f"`{entry['start']}`"
-            cells = [name, _cell(entry, "value")] + ([_cell(entry, "cer")] if task == "asr" else [])
-            lines.append("| " + " | ".join([*cells, _cell(entry, "ood_value")]) + " |")
+        rows = [
+            [
+                "random init (same shape)" if entry["start"] == "random" else f"`{entry['start']}`",
+                mean_percent(entry),
+                *([mean_percent(entry, "cer")] if task == "asr" else []),
+                mean_percent(entry, "ood_value"),
+            ]
+            for entry in entries
+        ]
+        lines += [
+            f"**{title}** after the same fine-tuning budget (`{TASK_RECIPES[task]}`):",
+            "",
+            *markdown_table(columns, rows),
+        ]
         scratch = next(entry for entry in entries if entry["start"] == "random")
         lines.append("")
         for entry in entries:
@@ -197,12 +199,8 @@ def update_start_model_cards(result: Mapping[str, Any]) -> list[Path]:
 
 def plot(result: Mapping[str, Any], path: str | Path) -> None:
     """Validation curves (metric against step), one panel per task, one line per run."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     tasks = [task for task in METRICS if any(row["task"] == task for row in result["runs"])]
-    figure = Figure(figsize=(5.0 * len(tasks), 4.0))
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(5.0 * len(tasks), 4.0))
     for index, task in enumerate(tasks, start=1):
         axes = figure.add_subplot(1, len(tasks), index)
         for row in (row for row in result["runs"] if row["task"] == task and row["curve"]):
@@ -215,7 +213,7 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
         if axes.lines:  # runs without validation during training have no curve
             axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png", metadata={"Software": None})
+    save_png(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,11 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / "pretraining"
     atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
-    atomic_write_text(
-        stem.with_suffix(".md"),
-        f"# Fine-tuning from pretrained start models vs from scratch\n\nRegenerate: `{result['command']}`\n\n"
-        f"![validation curves](pretraining.png)\n\n{markdown}",
-    )
+    title = "Fine-tuning from pretrained start models vs from scratch"
+    page = results_page(title, result["command"], markdown, ("validation curves", "pretraining.png"))
+    atomic_write_text(stem.with_suffix(".md"), page)
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown, README, MARKERS):
         print(f"updated the table in {README}")

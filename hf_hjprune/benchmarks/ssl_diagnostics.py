@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..reporting import markdown_table, percent, results_page
 from .paper_comparison import RESULTS_DIR
 
 COMMAND = "python -m hf_hjprune.benchmarks.ssl_diagnostics"
@@ -141,13 +142,15 @@ def results_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"k-means with {result['clusters']} clusters on {result['utterances']} English validation utterances "
         f"of the broad corpus; purity if every frame were given the most common character: "
-        f"{result['majority_character_share']:.1%}.",
+        f"{percent(result['majority_character_share'], decimals=1)}.",
         "",
-        "| representation | purity | NMI with characters |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| {row['representation']} | {row['purity']:.1%} | {row['nmi']:.3f} |" for row in result["rows"]
+        *markdown_table(
+            ["representation", "purity", "NMI with characters"],
+            [
+                [row["representation"], percent(row["purity"], decimals=1), f"{row['nmi']:.3f}"]
+                for row in result["rows"]
+            ],
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -161,10 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     stem = args.output_dir / "ssl_diagnostics"
     atomic_write_json(stem.with_suffix(".json"), result)
+    title = "What the SSL start model knows about characters"
     atomic_write_text(
-        stem.with_suffix(".md"),
-        f"# What the SSL start model knows about characters\n\nRegenerate: `{result['command']}`\n\n"
-        + results_markdown(result),
+        stem.with_suffix(".md"), results_page(title, result["command"], results_markdown(result))
     )
     print(results_markdown(result))
     return 0

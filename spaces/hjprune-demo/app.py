@@ -34,7 +34,6 @@ from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -48,6 +47,7 @@ from transformers import (
 import hf_hjprune  # noqa: F401  (registers the pruned models with the Auto classes)
 from hf_hjprune import count_macs, count_params
 from hf_hjprune.data import AudioError, load_audio
+from hf_hjprune.reporting import SI_UP_TO_GIGA, change, markdown_table, si, structure_figure
 from hf_hjprune.structure import SAMPLING_RATE, unit_counts
 
 logger = logging.getLogger(__name__)
@@ -561,14 +561,11 @@ def run_comparison(entry: Entry, audio: Any) -> Comparison:
 
 
 def _si(value: float) -> str:
-    for factor, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " K")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f}{suffix}"
-    return f"{value:.0f}"
+    return si(value, **SI_UP_TO_GIGA)  # as the app has always shown them: "2100.00 G", not "2.10 T"
 
 
 def _change(before: float, after: float) -> str:
-    return f"{(after - before) / before:+.0%}"
+    return change(before, after, decimals=0)  # whole percents: the table's rows are rough costs
 
 
 def results_markdown(comparison: Comparison) -> str:
@@ -576,18 +573,29 @@ def results_markdown(comparison: Comparison) -> str:
     o, p = comparison.original, comparison.pruned
     runs = f"median of {comparison.runs} run{'s' if comparison.runs > 1 else ''}"
     rows = [
-        "| | Original | Pruned | Pruned vs original |",
-        "|---|---:|---:|---:|",
-        f"| Latency of this call ({runs}) | {o.latency_ms:.1f} ms | {p.latency_ms:.1f} ms "
-        f"| **{comparison.measured_speedup:.2f}× measured speedup** |",
-        f"| MACs for this clip ({comparison.seconds:.2f} s) | {_si(o.clip_macs)} | {_si(p.clip_macs)} "
-        f"| **{comparison.ideal_speedup:.2f}× ideal speedup** |",
-        f"| MACs per second of audio | {_si(o.macs_per_second)} | {_si(p.macs_per_second)} "
-        f"| {_change(o.macs_per_second, p.macs_per_second)} |",
-        f"| CNN share of MACs | {o.cnn_share:.0%} | {p.cnn_share:.0%} | |",
-        f"| Parameters | {_si(o.params)} | {_si(p.params)} | {_change(o.params, p.params)} |",
+        [
+            f"Latency of this call ({runs})",
+            f"{o.latency_ms:.1f} ms",
+            f"{p.latency_ms:.1f} ms",
+            f"**{comparison.measured_speedup:.2f}× measured speedup**",
+        ],
+        [
+            f"MACs for this clip ({comparison.seconds:.2f} s)",
+            _si(o.clip_macs),
+            _si(p.clip_macs),
+            f"**{comparison.ideal_speedup:.2f}× ideal speedup**",
+        ],
+        [
+            "MACs per second of audio",
+            _si(o.macs_per_second),
+            _si(p.macs_per_second),
+            _change(o.macs_per_second, p.macs_per_second),
+        ],
+        ["CNN share of MACs", f"{o.cnn_share:.0%}", f"{p.cnn_share:.0%}", ""],
+        ["Parameters", _si(o.params), _si(p.params), _change(o.params, p.params)],
     ]
-    return "\n".join(rows) + (
+    table = markdown_table(["", "Original", "Pruned", "Pruned vs original"], rows, "-rrr")
+    return "\n".join(table) + (
         "\n\nMeasured speedup: ratio of the latencies (batch 1, this machine's CPU; other requests "
         "running at the same time slow both down). Ideal speedup: ratio of the MACs."
     )
@@ -624,27 +632,15 @@ def compare(
 # -- structure ------------------------------------------------------------------------------------
 
 
-def structure_figure(original: PretrainedConfig, pruned: PretrainedConfig) -> Figure:
+def pair_structure_figure(original: PretrainedConfig, pruned: PretrainedConfig) -> Figure:
     """Bars of the units per layer of the original model, with the pruned model's kept units over them."""
-    before, after = unit_counts(original), unit_counts(pruned)
-    panels = (
-        ("conv", "CNN: channels per conv layer", "conv layer"),
-        ("heads", "Attention heads per layer", "Transformer layer"),
-        ("ffn", "FFN units per layer", "Transformer layer"),
+    return structure_figure(
+        unit_counts(pruned),
+        unit_counts(original),
+        kept_label="pruned (kept)",
+        share_in_title=True,
+        headroom=1.1,
     )
-    figure = Figure(figsize=(11, 3.2), dpi=100, layout="constrained")
-    for ax, (group, title, xlabel) in zip(figure.subplots(1, 3), panels):
-        kept, total = after[group], before[group]
-        share = sum(kept) / sum(total) if sum(total) else 1.0
-        ax.bar(range(len(total)), total, color="#d9d9d9", edgecolor="#7f7f7f", label="original")
-        ax.bar(range(len(kept)), kept, width=0.6, color="#ff9d00", label="pruned (kept)")
-        ax.set_title(f"{title}: {share:.0%} kept", fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_xticks(range(len(total)))
-        ax.set_ylim(0, max(max(total), max(kept), 1) * 1.1)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.axes[0].legend(loc="upper right", fontsize=8)
-    return figure
 
 
 def describe(entry_name: str | None, entries: Sequence[Entry] | None = None) -> tuple[str, Figure | None]:
@@ -662,7 +658,7 @@ def describe(entry_name: str | None, entries: Sequence[Entry] | None = None) -> 
         f"({_change(original.macs_per_second, pruned.macs_per_second)}; CNN share {original.cnn_share:.0%} → "
         f"{pruned.cnn_share:.0%})."
     )
-    return text, structure_figure(original.config, pruned.config)
+    return text, pair_structure_figure(original.config, pruned.config)
 
 
 # -- user interface -------------------------------------------------------------------------------

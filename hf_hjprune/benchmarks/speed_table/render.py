@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...bench import SPEEDUP_COLUMNS, TRAINING_STEP_COLUMNS, markdown_table
+from ...reporting import SPEEDUP_COLUMNS, TRAINING_STEP_COLUMNS, markdown_table
 from .findings import findings
 from .measure import PARTS, RUNTIMES, TABLE_MODELS, label
 from .results import deployment_rows, efficiencies, latency, pair_rows, ran, reductions
