@@ -74,7 +74,16 @@ from .data.speech_synth import SAMPLE_RATE
 from .data.unlabeled import UnlabeledAudio, load_unlabeled
 from .errors import HJPruneInputError
 from .progress import ProgressReporter, quiet_progress_bars
-from .recipes import RECIPES_DIR, read_recipe_values, validate_fields
+from .recipes import (
+    MIXED_PRECISION,
+    RECIPES_DIR,
+    RecipeBase,
+    add_recipe_arguments,
+    available_recipes,
+    read_recipe_values,
+    recipe_overrides,
+    validate_fields,
+)
 from .start_models import resolve_model
 from .structure import FAMILIES, family_of
 from .targets import Codebook, layer_features, mfcc_features
@@ -105,133 +114,169 @@ class PretrainingCollapsedError(RuntimeError):
 
 
 @dataclass
-class PretrainRecipe:
+class PretrainRecipe(RecipeBase):
     """Everything one pretraining run needs. Steps count optimizer updates.
 
-    Attributes:
-        family: `"wav2vec2"`, `"hubert"` or `"wavlm"`: the encoder to build (ignored with `init_from`,
-            whose family is used).
-        model_config: Config fields of the new encoder (sizes, norms, dropouts).
-        init_from: A checkpoint (path or `pretrained:` name) to continue from instead of a random encoder.
-        objective: `"hubert"` (masked prediction of cluster targets), `"wav2vec2"` (contrastive;
-            wav2vec2 family only) or `"ctc"` (supervised: the phonemes of broad speech).
-        targets: `"mfcc"` (iteration 1) or `"layer"` (iteration 2: clusters of `target_layer` of
-            `target_model`).
-        target_model: The checkpoint whose hidden states are clustered (default: `init_from`).
-        target_layer: Which hidden state: 0 is the Transformer's input, i after i layers.
-        num_clusters: k-means clusters (the number of classes predicted).
-        kmeans_utterances: Training utterances whose frames k-means is fitted on.
-        kmeans_frames: At most this many frames (sampled) go into k-means.
-        projection_size: Dimension of the projection compared with the cluster embeddings.
-        logit_temperature: Temperature of the cosine-similarity logits.
-        mask_time_prob: Share of frames that start a masked span (HuBERT: 0.8; wav2vec 2.0: 0.65; for
-            `ctc` it is SpecAugment, e.g. 0.05).
-        mask_time_length: Frames per masked span.
-        unmasked_loss_weight: Weight of the prediction loss on unmasked frames.
-        num_negatives: Distractors per masked frame (`wav2vec2` objective).
-        gumbel_temperature: Start, end and per-step decay of the Gumbel softmax temperature.
-        collapse_perplexity: Stop when the codevector perplexity stays below this after warm-up.
-        data: `"broad_speech"` or a local folder of audio files (see `hf_hjprune.data.unlabeled`).
-        data_options: Options of the source (`hours`, `seed`, `cache_dir` for broad speech).
-        augmentation: Fields of `hf_hjprune.data.augment.Augmentation` to override.
-        crop_seconds: Length of every training window (`hubert`, `wav2vec2`).
-        max_utterance_seconds: The longest utterance trained on (`ctc`, which reads whole utterances).
-        ctc_targets: What `ctc` predicts: `"phonemes"` (eSpeak NG's IPA, every language; the saved
-            model is the encoder) or `"text"` (characters; the saved model is the whole CTC model
-            with its vocabulary, a speech recogniser).
-        languages: Train `ctc` only on the utterances of these languages (e.g. `[en]`); all if empty.
-        validation_windows: Windows of the held-out audio evaluated every `eval_steps`.
-        batch_size: Windows per batch and process.
-        gradient_accumulation_steps: Batches per optimizer update.
-        max_steps: Optimizer updates.
-        learning_rate: Peak learning rate (linear warm-up, then linear decay to 0).
-        warmup_ratio: Share of `max_steps` spent warming up.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: Gradient clipping.
-        finetune_config: Config values written into the saved encoder for fine-tuning (e.g. its
-            SpecAugment `mask_time_prob`).
-        eval_steps: Evaluate on the validation windows every this many steps (0: only at the end).
-        checkpoint_steps: Save a resumable checkpoint every this many steps (0: never).
-        keep_checkpoints: How many of the latest checkpoints to keep (0: all).
-        log_steps: Log training metrics every this many steps.
-        seed: Seed of initialisation, batches, masks and dropout.
-        mixed_precision: `"no"`, `"fp16"` or `"bf16"`.
-        output_dir: Where the run writes.
+    Each field explains itself in its metadata (`help`), which `hjprune pretrain --help` lists.
     """
 
-    family: str = "hubert"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None
-    objective: str = "hubert"
-    targets: str = "mfcc"
-    target_model: str | None = None
-    target_layer: int = 4
-    num_clusters: int = 100
-    kmeans_utterances: int = 1000
-    kmeans_frames: int = 200_000
-    projection_size: int = 128
-    logit_temperature: float = 0.1
-    mask_time_prob: float = 0.8
-    mask_time_length: int = 10
-    unmasked_loss_weight: float = 0.0
-    num_negatives: int = 100
-    gumbel_temperature: list[float] = field(default_factory=lambda: [2.0, 0.5, 0.999995])
-    collapse_perplexity: float = 4.0
-    data: str = "broad_speech"
-    data_options: dict[str, Any] = field(default_factory=dict)
-    augmentation: dict[str, Any] = field(default_factory=dict)
-    crop_seconds: float = 3.0
-    max_utterance_seconds: float = 8.0
-    ctc_targets: str = "phonemes"
-    languages: list[str] = field(default_factory=list)
-    validation_windows: int = 64
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 10_000
-    learning_rate: float = 5e-4
-    warmup_ratio: float = 0.08
-    weight_decay: float = 0.01
-    max_grad_norm: float = 10.0
-    finetune_config: dict[str, Any] = field(default_factory=lambda: {"mask_time_prob": 0.05})
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    keep_checkpoints: int = 0
-    log_steps: int = 10
-    seed: int = 0
-    mixed_precision: str = "no"
-    output_dir: str = "outputs/pretrain"
+    family: str = field(
+        default="hubert",
+        metadata={
+            "help": '"wav2vec2", "hubert" or "wavlm": the encoder to build (ignored with `init_from`, whose '
+            "family is used)."
+        },
+    )
+    model_config: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Config fields of the new encoder (sizes, norms, dropouts)."}
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint (path or `pretrained:` name) to continue from instead of a random encoder."
+        },
+    )
+    objective: str = field(
+        default="hubert",
+        metadata={
+            "help": '"hubert" (masked prediction of cluster targets), "wav2vec2" (contrastive; wav2vec2 '
+            'family only) or "ctc" (supervised: the phonemes of broad speech).'
+        },
+    )
+    targets: str = field(
+        default="mfcc",
+        metadata={
+            "help": '"mfcc" (iteration 1) or "layer" (iteration 2: clusters of `target_layer` of '
+            "`target_model`)."
+        },
+    )
+    target_model: str | None = field(
+        default=None,
+        metadata={"help": "The checkpoint whose hidden states are clustered (default: `init_from`)."},
+    )
+    target_layer: int = field(
+        default=4, metadata={"help": "Which hidden state: 0 is the Transformer's input, i after i layers."}
+    )
+    num_clusters: int = field(
+        default=100, metadata={"help": "k-means clusters (the number of classes predicted)."}
+    )
+    kmeans_utterances: int = field(
+        default=1000, metadata={"help": "Training utterances whose frames k-means is fitted on."}
+    )
+    kmeans_frames: int = field(
+        default=200_000, metadata={"help": "At most this many frames (sampled) go into k-means."}
+    )
+    projection_size: int = field(
+        default=128, metadata={"help": "Dimension of the projection compared with the cluster embeddings."}
+    )
+    logit_temperature: float = field(
+        default=0.1, metadata={"help": "Temperature of the cosine-similarity logits."}
+    )
+    mask_time_prob: float = field(
+        default=0.8,
+        metadata={
+            "help": "Share of frames that start a masked span (HuBERT: 0.8; wav2vec 2.0: 0.65; for `ctc` it "
+            "is SpecAugment, e.g. 0.05)."
+        },
+    )
+    mask_time_length: int = field(default=10, metadata={"help": "Frames per masked span."})
+    unmasked_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the prediction loss on unmasked frames."}
+    )
+    num_negatives: int = field(
+        default=100, metadata={"help": "Distractors per masked frame (`wav2vec2` objective)."}
+    )
+    gumbel_temperature: list[float] = field(
+        default_factory=lambda: [2.0, 0.5, 0.999995],
+        metadata={"help": "Start, end and per-step decay of the Gumbel softmax temperature."},
+    )
+    collapse_perplexity: float = field(
+        default=4.0,
+        metadata={"help": "Stop when the codevector perplexity stays below this after warm-up."},
+    )
+    data: str = field(
+        default="broad_speech",
+        metadata={
+            "help": '"broad_speech" or a local folder of audio files (see `hf_hjprune.data.unlabeled`).'
+        },
+    )
+    data_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Options of the source (`hours`, `seed`, `cache_dir` for broad speech)."},
+    )
+    augmentation: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Fields of `hf_hjprune.data.augment.Augmentation` to override."},
+    )
+    crop_seconds: float = field(
+        default=3.0, metadata={"help": "Length of every training window (`hubert`, `wav2vec2`)."}
+    )
+    max_utterance_seconds: float = field(
+        default=8.0,
+        metadata={"help": "The longest utterance trained on (`ctc`, which reads whole utterances)."},
+    )
+    ctc_targets: str = field(
+        default="phonemes",
+        metadata={
+            "help": 'What `ctc` predicts: "phonemes" (eSpeak NG\'s IPA, every language; the saved model is '
+            'the encoder) or "text" (characters; the saved model is the whole CTC model with its '
+            "vocabulary, a speech recogniser)."
+        },
+    )
+    languages: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Train `ctc` only on the utterances of these languages (e.g. `[en]`); all if empty."
+        },
+    )
+    validation_windows: int = field(
+        default=64, metadata={"help": "Windows of the held-out audio evaluated every `eval_steps`."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Windows per batch and process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer update."})
+    max_steps: int = field(default=10_000, metadata={"help": "Optimizer updates."})
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Peak learning rate (linear warm-up, then linear decay to 0)."}
+    )
+    warmup_ratio: float = field(default=0.08, metadata={"help": "Share of `max_steps` spent warming up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=10.0, metadata={"help": "Gradient clipping."})
+    finetune_config: dict[str, Any] = field(
+        default_factory=lambda: {"mask_time_prob": 0.05},
+        metadata={
+            "help": "Config values written into the saved encoder for fine-tuning (e.g. its SpecAugment "
+            "`mask_time_prob`)."
+        },
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={"help": "Evaluate on the validation windows every this many steps (0: only at the end)."},
+    )
+    checkpoint_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every this many steps (0: never)."}
+    )
+    keep_checkpoints: int = field(
+        default=0, metadata={"help": "How many of the latest checkpoints to keep (0: all)."}
+    )
+    log_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batches, masks and dropout."})
+    mixed_precision: str = field(default="no", metadata={"help": '"no", "fp16" or "bf16".'})
+    output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where the run writes."})
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        choices = {"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS,
-                   "ctc_targets": CTC_TARGETS}  # fmt: skip
-        for name, options in choices.items():
-            if getattr(self, name) not in options:
-                raise HJPruneInputError(
-                    f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}"
-                )
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise HJPruneInputError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in (
-            "max_steps",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "log_steps",
-            "mask_time_length",
-        ):
-            if getattr(self, name) < 1:
-                raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "weight_decay", "target_layer"):
-            if getattr(self, name) < 0:
-                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.validation_windows < 1 or self.kmeans_utterances < 1 or self.num_negatives < 1:
-            raise HJPruneInputError(
-                "validation_windows, kmeans_utterances and num_negatives must be at least 1"
-            )
+        self._check_choices({"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS,
+                             "ctc_targets": CTC_TARGETS, "mixed_precision": MIXED_PRECISION})  # fmt: skip
+        self._check_at_least_one(
+            "max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "mask_time_length"
+        )
+        self._check_not_negative(
+            "eval_steps", "checkpoint_steps", "keep_checkpoints", "weight_decay", "target_layer"
+        )
+        self._check_at_least_one("validation_windows", "kmeans_utterances", "num_negatives")
         if not 0.0 < self.mask_time_prob <= 1.0:
             raise HJPruneInputError(f"mask_time_prob must be in (0, 1], got {self.mask_time_prob}")
-        if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        self._check_ratio("warmup_ratio")
         if self.crop_seconds < 0.1:
             raise HJPruneInputError(f"crop_seconds must be at least 0.1, got {self.crop_seconds}")
         if (
@@ -263,18 +308,12 @@ class PretrainRecipe:
     def crop_samples(self) -> int:
         return round(self.crop_seconds * SAMPLE_RATE)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> PretrainRecipe:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise HJPruneInputError(
-                f"unknown pretraining recipe key(s) {unknown} in {source}; known keys: {', '.join(known)}"
-            )
-        return cls(**values)
+    def _unknown_keys_message(cls, unknown: set[str], known: list[str], source: str) -> str:
+        # Its own wording (a list of the unknown keys), which scripts and tests may match.
+        return (
+            f"unknown pretraining recipe key(s) {sorted(unknown)} in {source}; known keys: {', '.join(known)}"
+        )
 
 
 def load_pretrain_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> PretrainRecipe:
@@ -1024,19 +1063,12 @@ def check_collapse(recipe: PretrainRecipe, step: int, logged: dict[str, float], 
 
 
 def available_pretrain_recipes() -> list[str]:
-    return sorted(path.stem for path in PRETRAIN_RECIPES_DIR.glob("*.yaml"))
+    return available_recipes(PRETRAIN_RECIPES_DIR)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hjprune pretrain` and `python -m hf_hjprune.pretrain`."""
-    parser.add_argument(
-        "recipe",
-        help=f"a YAML file, or a shipped pretraining recipe: {', '.join(available_pretrain_recipes())}",
-    )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe field (YAML value; dotted keys reach into mappings)")  # fmt: skip
-    parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    add_recipe_arguments(parser, PretrainRecipe, PRETRAIN_RECIPES_DIR)
     parser.add_argument("--ship", metavar="NAME", help="copy the finished run's model into the package as the "
                         "start model pretrained:NAME, with a generated card (no training)")  # fmt: skip
     parser.add_argument("--export", metavar="STEP_DIR", help="only write the encoder of checkpoints/STEP_DIR "
@@ -1044,8 +1076,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
-    recipe = load_pretrain_recipe(args.recipe, overrides)
+    recipe = load_pretrain_recipe(args.recipe, recipe_overrides(args))
     if args.export:
         print(export_checkpoint(recipe, args.export))
     elif args.ship:

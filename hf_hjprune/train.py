@@ -89,7 +89,7 @@ from .errors import HJPruneInputError, did_you_mean
 from .memory import peak_rss_mib
 from .progress import ProgressReporter, quiet_progress_bars
 from .pruner import HJPruner
-from .recipes import TINY_PREFIX, Recipe, available_recipes, load_recipe
+from .recipes import RECIPES_DIR, TINY_PREFIX, Recipe, add_recipe_arguments, load_recipe, recipe_overrides
 from .start_models import resolve_model
 from .structure import FAMILIES
 
@@ -1171,29 +1171,13 @@ def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hjprune train` and `python -m hf_hjprune.train`."""
-    parser.add_argument(
-        "recipe",
-        help=f"a YAML recipe file, or the name of a shipped recipe: {', '.join(available_recipes())}",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe field (YAML value; dotted keys reach into mappings, e.g. data_options.num_train=64)",
-    )
-    parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in the output dir"
-    )
+    add_recipe_arguments(parser, Recipe, RECIPES_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe named on the command line and train it; a run stopped by SIGTERM exits with 143."""
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
     try:
-        train(load_recipe(args.recipe, overrides), resume=args.resume)
+        train(load_recipe(args.recipe, recipe_overrides(args)), resume=args.resume)
     except TrainingStopped as stopped:
         _log(logging.WARNING, str(stopped))
         status = stopped.exit_status
