@@ -29,8 +29,10 @@ have seen. A run writes to
 `summary.json`.
 
 Map of this module: `PretrainRecipe` (the settings) → `WindowSampler` / `PretrainingBatches` (data) →
-`MaskedPrediction` / `Contrastive` (the objectives, around the encoder) → `pretrain()` (the loop, in
-numbered phases) → `add_arguments` / `run` (the command line).
+`MaskedPrediction` / `Contrastive` / `SupervisedCTC` (the objectives, around the encoder) → `pretrain()`
+in numbered phases: `_set_up_pretraining` (1. accelerator, 2. data, 3. objective and targets,
+4. optimizer and resume), `_pretrain_loop` (5. train), `_finish_pretraining` (6. save and summary),
+sharing a `PretrainingRun` → `add_arguments` / `run` (the command line).
 """
 
 from __future__ import annotations
@@ -92,13 +94,14 @@ from .train import (
     Progress,
     StopSignal,
     _start,
-    _truncate_metrics,
     build_accelerator,
     checkpoints,
+    end_of_step,
     end_process_group,
     end_trackers,
     linear_schedule,
-    save_checkpoint,
+    load_checkpoint,
+    start_tracking,
 )
 
 logger = get_logger(__name__)
@@ -792,8 +795,38 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.T
 # the loop
 
 
+@dataclass
+class PretrainingRun:
+    """One pretraining run as `_set_up_pretraining` builds it, for `_pretrain_loop` and
+    `_finish_pretraining`. It lives only inside `pretrain`: the DDP-wrapped objective must be gone
+    before the process group is (see `hf_hjprune.train.end_process_group`)."""
+
+    recipe: PretrainRecipe
+    output_dir: Path
+    accelerator: Accelerator
+    task: Task
+    objective: nn.Module  # `task.objective`, as `accelerator.prepare` wrapped it
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: Progress
+    before: dict[str, Any]  # parameters and MACs of the encoder
+    data_info: dict[str, Any]  # what `load_unlabeled` read (and skipped)
+
+
 def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
-    """Run a pretraining recipe to the end and return its summary (also in `output_dir/summary.json`)."""
+    """Run a pretraining recipe to the end and return its summary (also in `output_dir/summary.json`).
+
+    Raises:
+        TrainingStopped: A SIGTERM arrived; a checkpoint of the last finished step was saved.
+        PretrainingCollapsedError: The contrastive objective collapsed.
+    """
+    run = _set_up_pretraining(recipe, resume)
+    _pretrain_loop(run)
+    return _finish_pretraining(run)
+
+
+def _set_up_pretraining(recipe: PretrainRecipe, resume: bool) -> PretrainingRun:
+    """Phases 1 to 4: accelerator, data, the encoder in its objective, optimizer; resume."""
     # 1. Run directory, accelerator, seed.
     output_dir = Path(recipe.output_dir)
     checkpoint = _start(output_dir, resume)  # --resume without a checkpoint yet starts over
@@ -825,15 +858,15 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         optimizer, linear_schedule(recipe.num_warmup_steps, recipe.max_steps)
     )
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    progress = Progress()
-    accelerator.register_for_checkpointing(progress)
-    if checkpoint is not None:
-        logger.info(f"Resuming from {checkpoint}", main_process_only=True)
-        accelerator.load_state(str(checkpoint))
-    if accelerator.is_main_process:
-        _truncate_metrics(output_dir / "metrics.jsonl", progress.step)
-    accelerator.init_trackers("hjprune-pretrain")
+    progress = load_checkpoint(accelerator, checkpoint)
+    start_tracking(accelerator, output_dir, progress.step, "hjprune-pretrain")
+    return PretrainingRun(recipe, output_dir, accelerator, task, objective, optimizer, scheduler, progress,
+                          before, data_info)  # fmt: skip
 
+
+def _pretrain_loop(run: PretrainingRun) -> None:
+    """Phase 5: train to `max_steps`, logging, evaluating and saving checkpoints as the recipe asks."""
+    recipe, accelerator, progress, objective = run.recipe, run.accelerator, run.progress, run.objective
     # 5. Train.
     contrastive = accelerator.unwrap_model(objective).model if recipe.objective == "wav2vec2" else None
     window: dict[str, float] = {}
@@ -847,49 +880,47 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
             if contrastive is not None:
                 contrastive.set_gumbel_temperature(gumbel_temperature(recipe, progress.step))
             for micro in range(recipe.gradient_accumulation_steps):
-                batch = task.train_batch(progress.step, micro, accelerator.process_index)
+                batch = run.task.train_batch(progress.step, micro, accelerator.process_index)
                 with accelerator.accumulate(objective):
                     loss, metrics = objective(**_to_device(batch, accelerator.device))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(objective.parameters(), recipe.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+                    run.optimizer.step()
+                    run.optimizer.zero_grad()
                 for name, value in {"loss": loss.detach(), **metrics}.items():
                     window[name] = window.get(name, 0.0) + float(value) / recipe.gradient_accumulation_steps
             window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
-            scheduler.step()
+            run.scheduler.step()
             progress.step += 1
             progress.train_seconds = seconds_before + time.perf_counter() - started
             if progress.step % recipe.log_steps == 0:
                 logged = {f"train/{name}": total / recipe.log_steps for name, total in window.items()}
                 window.clear()
                 logged.update({
-                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/lr": run.scheduler.get_last_lr()[0],
                     "train/seconds": progress.train_seconds,
-                    "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, task.seconds_per_item),
+                    "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, run.task.seconds_per_item),
                 })  # fmt: skip
                 accelerator.log(logged, step=progress.step)
                 reporter.update(progress.step, {"loss": f"{logged['train/loss']:.3f}"})
                 if contrastive is not None:
                     low_perplexity_logs = check_collapse(recipe, progress.step, logged, low_perplexity_logs)
             if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
-                metrics = evaluate(objective, task.validation, accelerator)
+                metrics = evaluate(objective, run.task.validation, accelerator)
                 accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=progress.step)
             reporter.update(progress.step)
-            saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
-            if saved:
-                save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-            if progress.step < recipe.max_steps:  # SIGTERM: a checkpoint of this step, then stop
-                stop.checkpoint_and_stop(
-                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
-                )
+            end_of_step(stop, accelerator, recipe, run.output_dir, progress.step)
 
+
+def _finish_pretraining(run: PretrainingRun) -> dict[str, Any]:
+    """Phase 6: evaluate, save the encoder for fine-tuning, and write `summary.json`."""
+    recipe, accelerator, progress = run.recipe, run.accelerator, run.progress
     # 6. Save the encoder for fine-tuning, and the summary.
     accelerator.wait_for_everyone()
-    final_metrics = evaluate(objective, task.validation, accelerator)
+    final_metrics = evaluate(run.objective, run.task.validation, accelerator)
     accelerator.log({f"validation/{k}": v for k, v in final_metrics.items()}, step=progress.step)
-    encoder = accelerator.unwrap_model(objective).encoder
+    encoder = accelerator.unwrap_model(run.objective).encoder
     encoder.config.update(recipe.finetune_config)
     summary = {
         "recipe": recipe.to_dict(),
@@ -900,16 +931,16 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
         "audio_hours_seen": audio_hours(
-            recipe, progress.step, accelerator.num_processes, task.seconds_per_item
+            recipe, progress.step, accelerator.num_processes, run.task.seconds_per_item
         ),
-        "data": data_info,
-        "params": before["params"],
-        "macs": {"seconds": 1.0, **before["macs"]},
+        "data": run.data_info,
+        "params": run.before["params"],
+        "macs": {"seconds": 1.0, **run.before["macs"]},
         "validation": final_metrics,
     }
     if accelerator.is_main_process:
-        save_outputs(recipe, task, accelerator.unwrap_model(objective), output_dir)
-        atomic_write_json(output_dir / "summary.json", summary)
+        save_outputs(recipe, run.task, accelerator.unwrap_model(run.objective), run.output_dir)
+        atomic_write_json(run.output_dir / "summary.json", summary)
     end_trackers(accelerator)
     return summary
 
