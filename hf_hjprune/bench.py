@@ -55,6 +55,9 @@ import torch
 import transformers
 from torch import nn
 from transformers import (
+    MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
+    MODEL_FOR_CTC_MAPPING,
+    MODEL_MAPPING,
     AutoConfig,
     AutoModel,
     AutoModelForAudioClassification,
@@ -67,18 +70,24 @@ from .cost import count_macs, count_params
 from .errors import HJPruneInputError
 from .memory import current_rss_mib, peak_rss_mib
 from .pruner import HJPruner
-from .structure import FAMILIES, head_of
+from .start_models import load_start_model
+from .structure import SAMPLING_RATE, head_of
 
 DEFAULT_SECONDS = (1.0, 10.0)
 DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
-SAMPLING_RATE = 16000
 SPEEDUP_COLUMNS = ("dense (ms)", "pruned (ms)", "speedup", "MACs ratio")
 """Table columns of a dense/pruned timing: both times, their ratio, and the ideal ratio (of the MACs)."""
 TRAINING_STEP_COLUMNS = ("dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio")
 """Table columns of a dense/gated training-step timing."""
-AUTO_CLASSES = (AutoModelForCTC, AutoModelForAudioClassification, AutoModel)
+AUTO_CLASSES = {
+    AutoModelForCTC: MODEL_FOR_CTC_MAPPING,
+    AutoModelForAudioClassification: MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING,
+    AutoModel: MODEL_MAPPING,
+}
+"""The Auto classes `load_model` tries, in order, with their public config → model class mappings (the
+ones `AutoModel*.register` adds to, so they include the HJPruned classes)."""
 
 TIMING_NOTE = (
     "wall time of model(input_values) on random audio under torch.inference_mode(); warm-up runs (the "
@@ -109,8 +118,8 @@ def load_model(name_or_path: str) -> nn.Module:
         raise HJPruneInputError(f"cannot load {name_or_path!r}: {err}") from err
     wanted = set(getattr(config, "architectures", None) or [])
     errors = []
-    for auto_class in AUTO_CLASSES:
-        model_class = auto_class._model_mapping.get(type(config), None)
+    for auto_class, mapping in AUTO_CLASSES.items():
+        model_class = mapping.get(type(config), None)
         if model_class is None or (wanted and model_class.__name__ not in wanted):
             continue
         try:
@@ -124,8 +133,8 @@ def load_model(name_or_path: str) -> nn.Module:
 def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     """The model a training run started from, with the pruned model's task head.
 
-    Read from the run's `summary.json`: a `tiny:` spec is rebuilt with random weights (timing does not
-    depend on them), a path or Hub id is loaded. Its MACs must match the run's recorded dense MACs.
+    Read from the run's `summary.json` and built by `start_models.load_start_model` (a `tiny:` model
+    gets random weights: timing does not depend on them). Its MACs must match the run's recorded dense MACs.
     """
     summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
     recipe = summary.get("recipe", {})
@@ -139,21 +148,13 @@ def dense_model_of_run(run_dir: str | Path, pruned: nn.Module) -> nn.Module:
     elif head == "classification":
         task = dict(num_labels=pruned.config.num_labels)
     overrides = {**recipe.get("model_config", {}), **task}
-    if source.startswith("tiny:"):
-        from .train import TINY_CONFIG
-
-        family = FAMILIES[source[len("tiny:") :]]
-        dense = family.stock_models[head](family.stock_config(**{**TINY_CONFIG, **overrides}))
-    else:
-        try:
-            auto_class = {"ctc": AutoModelForCTC, "classification": AutoModelForAudioClassification}
-            dense = auto_class.get(head, AutoModel).from_pretrained(
-                source, ignore_mismatched_sizes=True, **overrides
-            )
-        except (OSError, ValueError) as err:
-            raise HJPruneInputError(
-                f"cannot load the run's starting model {source!r} ({err}); pass it with --dense PATH"
-            ) from err
+    try:
+        dense, _ = load_start_model(source, head, overrides)
+    except HJPruneInputError as err:
+        cause = err.__cause__ or err
+        raise HJPruneInputError(
+            f"cannot load the run's starting model {source!r} ({cause}); pass it with --dense PATH"
+        ) from cause
     recorded = summary.get("macs", {})
     if "before" in recorded and "seconds" in recorded:
         expected, actual = recorded["before"]["total"], count_macs(dense, recorded["seconds"]).total
@@ -316,13 +317,28 @@ def peak_step_memory_mib(step: Callable[[], Any], device: str = "cpu") -> float:
     finally:
         with _stderr_silenced():
             prof.stop()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        if event.device_type() == torch.autograd.DeviceType.CPU:
-            live += event.nbytes()
+    for event in _memory_events(prof):
+        if event["args"]["Device Type"] == CPU_DEVICE_TYPE:
+            live += event["args"]["Bytes"]
             peak = max(peak, live)
     return peak / 2**20
+
+
+CPU_DEVICE_TYPE = 0
+"""`c10::DeviceType::CPU`, as the profiler's trace writes the device of a memory event."""
+
+
+def _memory_events(prof: Any) -> list[dict[str, Any]]:
+    """The allocation (positive bytes) and free (negative) events of a `torch.profiler.profile` run, in
+    time order, read from its public Chrome trace export (the profiler has no public API for them)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as file:
+            trace = json.load(file)
+    events = [e for e in trace["traceEvents"] if e.get("name") == "[memory]"]
+    return sorted(events, key=lambda e: float(e["ts"]))
 
 
 def _runtime(model: nn.Module) -> str:

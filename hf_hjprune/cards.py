@@ -27,7 +27,8 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import PretrainedConfig
 
 from .errors import HJPruneInputError
-from .recipes import TINY_PREFIX
+from .pruner import VARIANTS
+from .start_models import TINY_PREFIX
 from .structure import FAMILIES
 
 STRUCTURE_PLOT = "structure.png"
@@ -44,21 +45,10 @@ TASK_NAMES = {
     "asr": "speech recognition (CTC)",
     "slu": "intent classification (spoken language understanding)",
 }
-FAMILY_NAMES = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "wavlm": "WavLM"}
-VARIANT_TAGS = {
-    "macs": "hj-mac",
-    "sep": "hj-sep",
-    "params": "hj-param",
-    "transformer": "transformer-pruning",
-    "none": "dense",
-}
-VARIANT_NAMES = {
-    "macs": "HJ-MAC (one joint budget on the MACs of the CNN and the Transformer)",
-    "sep": "HJ-Sep (separate MACs budgets for the CNN and the Transformer)",
-    "params": "HJ-Param (one budget on the parameter count)",
-    "transformer": "Transformer-only pruning (heads and FFN units, the earlier-work baseline)",
-    "none": "no pruning (dense fine-tuning)",
-}
+# Views of the registries (`structure.FAMILIES`, `pruner.VARIANTS`) by id, for the text below.
+FAMILY_NAMES = {name: family.display_name for name, family in FAMILIES.items()}
+VARIANT_TAGS = {name: variant.tag for name, variant in VARIANTS.items()}
+VARIANT_NAMES = {name: variant.description for name, variant in VARIANTS.items()}
 METRICS = {"asr": ("wer", "cer"), "slu": ("accuracy",)}
 METRIC_NAMES = {"wer": "WER", "cer": "CER", "accuracy": "Accuracy"}
 SYNTHETIC_DATASET = "synthetic-espeak-commands"

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .errors import HJPruneInputError
-from .structure import family_of, head_of, unit_counts
+from .structure import SAMPLING_RATE, family_of, head_of, unit_counts
 
 Number = float | torch.Tensor
 Units = Mapping[str, Sequence[Number]]
@@ -168,7 +168,7 @@ def params_from_units(config: PretrainedConfig, units: Units, head: str = "base"
 
 
 def count_macs(
-    model_or_config: nn.Module | PretrainedConfig, seconds: float = 1.0, sampling_rate: int = 16000
+    model_or_config: nn.Module | PretrainedConfig, seconds: float = 1.0, sampling_rate: int = SAMPLING_RATE
 ) -> CostBreakdown:
     """Exact MACs of a stock or pruned model (or config: no task head) on `seconds` of audio, batch 1."""
     config = getattr(model_or_config, "config", model_or_config)

@@ -44,7 +44,7 @@ from torch.nn.utils.parametrizations import _WeightNorm
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
 
 from .errors import HJPruneInputError
-from .structure import family_of, head_of
+from .structure import SAMPLING_RATE, family_of, head_of
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def output_name(model: nn.Module) -> str:
 def parity_batch(seconds: tuple[float, ...] = (1.0, 0.6), seed: int = 0) -> dict[str, torch.Tensor]:
     """Random audio padded into one batch, with its attention mask: what parity is measured on."""
     generator = torch.Generator().manual_seed(seed)
-    lengths = [int(round(s * 16000)) for s in seconds]
+    lengths = [int(round(s * SAMPLING_RATE)) for s in seconds]
     values = torch.zeros(len(lengths), max(lengths))
     mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
     for row, length in enumerate(lengths):

@@ -103,10 +103,14 @@ class HardConcreteGate(nn.Module):
         # A kept unit whose median is 0 would be removed after all: keep it at a tiny value instead.
         return torch.where(keep, median.clamp_min(1e-6), torch.zeros_like(median))
 
+    def layer_masks(self, sample: bool, round_to: int = 1) -> list[torch.Tensor]:
+        """The mask split per layer: a training sample (`sample`), else the eval mask (`deterministic`)."""
+        mask = self.sample() if sample else self.deterministic(round_to)
+        return list(mask.split(self.sizes))
+
     def forward(self) -> list[torch.Tensor]:
         """The current mask split per layer: sampled in training, deterministic in eval."""
-        mask = self.sample() if self.training else self.deterministic()
-        return list(mask.split(self.sizes))
+        return self.layer_masks(self.training)
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, beta={self.beta:.3f}, stretch=({self.low}, {self.high})"

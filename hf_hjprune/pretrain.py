@@ -86,7 +86,7 @@ from .recipes import (
     recipe_overrides,
     validate_fields,
 )
-from .start_models import resolve_model
+from .start_models import load_start_model, new_model, resolve_model
 from .structure import FAMILIES, family_of
 from .targets import Codebook, layer_features, mfcc_features
 from .train import (
@@ -581,11 +581,10 @@ def build_encoder(recipe: PretrainRecipe) -> PreTrainedModel:
     """
     masking = {"mask_time_prob": recipe.mask_time_prob, "mask_time_length": recipe.mask_time_length}
     if recipe.init_from is not None:
-        encoder = AutoModel.from_pretrained(resolve_model(recipe.init_from), dtype=torch.float32, **masking)
+        encoder, _ = load_start_model(recipe.init_from, "base", masking, dtype=torch.float32)
         family_of(encoder)  # a supported family, or a clear error
         return encoder
-    family = FAMILIES[recipe.family]
-    return family.stock_models["base"](family.stock_config(**{**recipe.model_config, **masking}))
+    return new_model(recipe.family, "base", {**recipe.model_config, **masking})
 
 
 def load_target_model(recipe: PretrainRecipe) -> PreTrainedModel | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,8 +29,8 @@ from .structure import (
     BLOCK_SITES,
     GROUPS,
     ROUNDED_GROUPS,
+    SAMPLING_RATE,
     UNIT_SITES,
-    family_of,
     head_of,
     match_sites,
     original_unit_counts,
@@ -37,7 +38,45 @@ from .structure import (
     unit_counts,
 )
 
-VARIANTS = ("macs", "sep", "params", "transformer")
+
+@dataclass(frozen=True)
+class Variant:
+    """A way to train a run: one of `HJPruner`'s pruning variants, or `"none"` (dense fine-tuning)."""
+
+    id: str
+    """What recipes, summaries and `HJPruner(variant=...)` say (`"macs"`)."""
+    label: str
+    """Its short name in results tables and plots (`"HJ-MAC"`)."""
+    tag: str
+    """The Hub tag of the models it gives (`"hj-mac"`)."""
+    description: str
+    """What model cards say it is."""
+
+
+DENSE = "none"
+"""The `Variant.id` of dense fine-tuning (no pruner)."""
+
+VARIANTS: dict[str, Variant] = {
+    variant.id: variant
+    for variant in (
+        Variant(DENSE, "dense", "dense", "no pruning (dense fine-tuning)"),
+        Variant(
+            "macs", "HJ-MAC", "hj-mac", "HJ-MAC (one joint budget on the MACs of the CNN and the Transformer)"
+        ),
+        Variant("sep", "HJ-Sep", "hj-sep", "HJ-Sep (separate MACs budgets for the CNN and the Transformer)"),
+        Variant("params", "HJ-Param", "hj-param", "HJ-Param (one budget on the parameter count)"),
+        Variant(
+            "transformer",
+            "Transformer-only",
+            "transformer-pruning",
+            "Transformer-only pruning (heads and FFN units, the earlier-work baseline)",
+        ),
+    )
+}
+"""Every variant a run can have, by id: the names recipes, cards and result tables use."""
+
+PRUNING_VARIANTS = tuple(name for name in VARIANTS if name != DENSE)
+"""The variants `HJPruner` implements."""
 
 
 def _in_budget(budget: str, group: str) -> bool:
@@ -115,16 +154,44 @@ class HJPruner(nn.Module):
         units: tuple[str, ...] | None = None,
         prune_blocks: bool = False,
         init_log_alpha: float = 2.0,
-        sampling_rate: int = 16000,
+        sampling_rate: int = SAMPLING_RATE,
         target_reference: str = "start",
         lambda_clip: float | None = None,
         round_to: int = 1,
     ):
         super().__init__()
-        family_of(model)  # raises for an unsupported family
-        self.head = head_of(model)
-        if variant not in VARIANTS:
-            raise HJPruneInputError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        self.head = head_of(model)  # raises for an unsupported family or model class
+        units = self._check_arguments(model, variant, units, round_to, target_reference)
+        self.model = model
+        self.variant = variant
+        self.round_to = int(round_to)
+        self.units = units
+        self.warmup_steps = int(warmup_steps)
+        self.num_samples = int(round(seconds * sampling_rate))
+        self.targets = self._parse_target(variant, target)
+        self.counts = unit_counts(model.config)
+        self.gates = self._build_gates(init_log_alpha, prune_blocks)
+        self.budget = LagrangianBudget(list(self.targets))
+        self.target_reference = target_reference
+        self.lambda_clip = lambda_clip
+        self._check_targets()
+
+        self._masks: dict[str, list[torch.Tensor]] | None = None
+        self._sites: list[tuple[nn.Module, str]] = []
+        self._attach()
+
+    # ----------------------------------------------------------------------------------------
+    # set-up
+
+    @staticmethod
+    def _check_arguments(
+        model: nn.Module, variant: str, units: tuple[str, ...] | None, round_to: int, target_reference: str
+    ) -> tuple[str, ...]:
+        """Raise for arguments the pruner cannot work with; return the unit groups to gate."""
+        if variant not in PRUNING_VARIANTS:
+            raise HJPruneInputError(
+                f"unknown variant {variant!r}; expected one of {', '.join(PRUNING_VARIANTS)}"
+            )
         if units is None:
             units = ("heads", "ffn") if variant == "transformer" else GROUPS
         unknown = [unit for unit in units if unit not in GROUPS]
@@ -142,18 +209,16 @@ class HJPruner(nn.Module):
                     f"feat_extract_activation={config.feat_extract_activation!r} is not zero at zero: "
                     "conv channel gates sit before it and need act(0) = 0"
                 )
-
-        self.model = model
-        self.variant = variant
         if int(round_to) < 1:
             raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
-        self.round_to = int(round_to)
-        self.units = tuple(units)
-        self.warmup_steps = int(warmup_steps)
-        self.num_samples = int(round(seconds * sampling_rate))
-        self.targets = self._parse_target(variant, target)
-        self.counts = unit_counts(config)
+        if target_reference not in ("start", "original"):
+            raise HJPruneInputError(
+                f"target_reference must be 'start' or 'original', got {target_reference!r}"
+            )
+        return tuple(units)
 
+    def _build_gates(self, init_log_alpha: float, prune_blocks: bool) -> nn.ModuleDict:
+        """One gate per gated unit group (conv keeps a channel per layer), and per block group if asked."""
         gates = {}
         for group in self.units:
             gates[group] = HardConcreteGate(
@@ -161,18 +226,15 @@ class HJPruner(nn.Module):
             )
             if prune_blocks and group in BLOCKS:
                 gates[BLOCKS[group]] = HardConcreteGate(
-                    [1] * config.num_hidden_layers, init_log_alpha=init_log_alpha
+                    [1] * self.model.config.num_hidden_layers, init_log_alpha=init_log_alpha
                 )
-        self.gates = nn.ModuleDict(gates)
-        self.budget = LagrangianBudget(list(self.targets))
+        return nn.ModuleDict(gates)
 
-        if target_reference not in ("start", "original"):
-            raise HJPruneInputError(
-                f"target_reference must be 'start' or 'original', got {target_reference!r}"
-            )
-        self.target_reference = target_reference
-        self.lambda_clip = lambda_clip
-        reference = self.counts if target_reference == "start" else original_unit_counts(config)
+    def _check_targets(self) -> None:
+        """Measure the reference costs and where the ramp starts; raise for a target already reached
+        by the start model or beyond what removing every prunable unit gives."""
+        config = self.model.config
+        reference = self.counts if self.target_reference == "start" else original_unit_counts(config)
         with torch.no_grad():
             self._dense = self._costs(reference)
             floor = self._costs(self._min_units())
@@ -196,13 +258,6 @@ class HJPruner(nn.Module):
                     f"unit of {list(self.units)} removed (one channel left per conv layer) the reduction is "
                     f"only {reachable:.3f}; lower the target or prune more unit groups"
                 )
-
-        self._masks: dict[str, list[torch.Tensor]] | None = None
-        self._sites: list[tuple[nn.Module, str]] = []
-        self._attach()
-
-    # ----------------------------------------------------------------------------------------
-    # set-up
 
     @staticmethod
     def _parse_target(variant: str, target: Target) -> dict[str, float]:
@@ -280,17 +335,11 @@ class HJPruner(nn.Module):
         """The model's own weights."""
         return self.model.parameters()
 
-    def _deterministic(self, name: str) -> torch.Tensor:
-        """The eval mask of one gate group, with conv channels and FFN units rounded to `round_to`."""
-        return self.gates[name].deterministic(self.round_to if name in ROUNDED_GROUPS else 1)
-
     def masks(self) -> dict[str, list[torch.Tensor]]:
-        """Fresh masks per gate group and layer: sampled if the model is training, else deterministic."""
-        sample = self.model.training
-        return {
-            name: list((gate.sample() if sample else self._deterministic(name)).split(gate.sizes))
-            for name, gate in self.gates.items()
-        }
+        """Fresh masks per gate group and layer: sampled if the model is training, else deterministic
+        (conv channels and FFN units rounded to `round_to`)."""
+        sample = self.model.training  # the model's mode, which the gates (the pruner's modules) may not share
+        return {name: gate.layer_masks(sample, self._round_to(name)) for name, gate in self.gates.items()}
 
     def expected_units(self) -> dict[str, torch.Tensor | list[int]]:
         """Expected kept units per group, one per layer (a block gate scales its layer's units): a
@@ -367,7 +416,7 @@ class HJPruner(nn.Module):
     @torch.no_grad()
     def keep_indices(self) -> dict[str, list[list[int]]]:
         """The units the deterministic mask keeps, per group and layer."""
-        masks = {name: list(self._deterministic(name).split(gate.sizes)) for name, gate in self.gates.items()}
+        masks = {name: gate.layer_masks(False, self._round_to(name)) for name, gate in self.gates.items()}
         keep = {}
         for group, sizes in self.counts.items():
             if group not in masks:

@@ -49,13 +49,18 @@ GROUPS = ("conv", "heads", "ffn")
 ROUNDED_GROUPS = ("conv", "ffn")
 """The groups whose kept counts `round_to` rounds to a multiple (heads are `head_dim` wide already)."""
 HEADS = ("base", "ctc", "classification")
+SAMPLING_RATE = 16_000
+"""Sample rate (Hz) of the audio every supported family takes: what the data is decoded to, what MACs are
+counted on, what the feature extractors declare."""
 
 
 @dataclass(frozen=True)
 class Family:
-    """A supported model family: its stock and pruned classes per head."""
+    """A supported model family: its display name, and its stock and pruned classes per head."""
 
     name: str
+    display_name: str
+    """How cards and tables name it (`"wav2vec 2.0"`)."""
     base_model_prefix: str
     stock_config: type[PretrainedConfig]
     pruned_config: type[PretrainedConfig]
@@ -68,6 +73,7 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family(
             "wav2vec2",
+            "wav2vec 2.0",
             "wav2vec2",
             Wav2Vec2Config,
             HJPrunedWav2Vec2Config,
@@ -84,6 +90,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "hubert",
+            "HuBERT",
             "hubert",
             HubertConfig,
             HJPrunedHubertConfig,
@@ -96,6 +103,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "wavlm",
+            "WavLM",
             "wavlm",
             WavLMConfig,
             HJPrunedWavLMConfig,

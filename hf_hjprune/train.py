@@ -59,17 +59,12 @@ from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from transformers import (
-    AutoConfig,
-    AutoModelForAudioClassification,
-    AutoModelForCTC,
     PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
 )
-from transformers import logging as transformers_logging
-from transformers.utils import cached_file
 
 from .atomic import (
     append_jsonl,
@@ -99,9 +94,8 @@ from .errors import HJPruneInputError, did_you_mean
 from .memory import peak_rss_mib
 from .progress import ProgressReporter, quiet_progress_bars
 from .pruner import HJPruner
-from .recipes import RECIPES_DIR, TINY_PREFIX, Recipe, add_recipe_arguments, load_recipe, recipe_overrides
-from .start_models import resolve_model
-from .structure import FAMILIES
+from .recipes import RECIPES_DIR, Recipe, add_recipe_arguments, load_recipe, recipe_overrides
+from .start_models import load_start_model, load_start_model_config, resolve_model, start_model_file
 
 logger = get_logger(__name__)
 
@@ -111,20 +105,6 @@ def _log(level: int, message: str) -> None:
     if PartialState().is_main_process:
         logger.logger.log(level, message)
 
-
-TINY_CONFIG: dict[str, Any] = dict(
-    hidden_size=192,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=768,
-    conv_dim=(128, 64, 64, 64, 64, 64, 64),
-    num_conv_pos_embeddings=64,
-    num_conv_pos_embedding_groups=16,
-    classifier_proj_size=64,
-    layerdrop=0.0,  # skipped layers would leave DDP with unused parameters
-)
-"""The `tiny:` models (about 2M parameters): stock conv strides, small widths; `model_config`
-overrides any of it."""
 
 HEAD_MODULES = ("lm_head", "projector", "classifier", "layer_weights")
 """Top-level modules (and parameters) of the task heads, which `head_learning_rate` trains. Only
@@ -215,13 +195,7 @@ def load_start_config(recipe: Recipe) -> PretrainedConfig:
         HJPruneInputError: The model cannot be loaded (not a local checkpoint, not on the Hub, or
             offline), or a `model_config` key is not one of its config's attributes.
     """
-    if recipe.model.startswith(TINY_PREFIX):
-        config = FAMILIES[recipe.model[len(TINY_PREFIX) :]].stock_config(**TINY_CONFIG)
-    else:
-        try:
-            config = AutoConfig.from_pretrained(resolve_model(recipe.model))
-        except (OSError, ValueError) as err:  # not a checkpoint, not on the Hub, or offline
-            raise HJPruneInputError(f"cannot load the model {recipe.model!r}: {err}") from err
+    config = load_start_model_config(recipe.model)
     known = config.to_dict()
     unknown = [key for key in recipe.model_config if key not in known and not hasattr(config, key)]
     if unknown:
@@ -230,21 +204,9 @@ def load_start_config(recipe: Recipe) -> PretrainedConfig:
     return config
 
 
-def _own_file(model: str, filename: str) -> str | None:
-    """The path of `filename` saved with the start model (a local folder or a Hub repository), or None."""
-    if model.startswith(TINY_PREFIX):
-        return None
-    return cached_file(
-        resolve_model(model),
-        filename,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-
-
 def uses_own_vocabulary(recipe: Recipe) -> bool:
     """Whether an ASR run keeps the start model's own tokenizer (it has one and `new_vocabulary` is off)."""
-    return not recipe.new_vocabulary and _own_file(recipe.model, "vocab.json") is not None
+    return not recipe.new_vocabulary and start_model_file(recipe.model, "vocab.json") is not None
 
 
 def missing_characters(tokenizer: Wav2Vec2CTCTokenizer, transcripts: Iterable[str]) -> Counter[str]:
@@ -268,7 +230,7 @@ def load_tokenizer(recipe: Recipe, transcripts: list[str]) -> Wav2Vec2CTCTokeniz
             `recipe.new_vocabulary` is off.
     """
     if not uses_own_vocabulary(recipe):
-        if recipe.new_vocabulary and _own_file(recipe.model, "vocab.json") is not None:
+        if recipe.new_vocabulary and start_model_file(recipe.model, "vocab.json") is not None:
             _log(
                 logging.WARNING,
                 f"new_vocabulary: the vocabulary of {recipe.model} is replaced by the training characters; "
@@ -297,7 +259,7 @@ def load_feature_extractor(recipe: Recipe) -> Wav2Vec2FeatureExtractor:
     Raises:
         HJPruneInputError: The start model's feature extractor expects another sample rate than 16 kHz.
     """
-    if _own_file(recipe.model, "preprocessor_config.json") is None:
+    if start_model_file(recipe.model, "preprocessor_config.json") is None:
         return build_feature_extractor()
     feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(resolve_model(recipe.model))
     if feature_extractor.sampling_rate != SAMPLING_RATE or feature_extractor.feature_size != 1:
@@ -361,29 +323,11 @@ def build_model(
         task_config = dict(
             num_labels=len(label2id), label2id=label2id, id2label={i: name for name, i in label2id.items()}
         )
-    if recipe.model.startswith(TINY_PREFIX):
-        family = FAMILIES[recipe.model[len(TINY_PREFIX) :]]
-        config = family.stock_config(**{**TINY_CONFIG, **task_config, **recipe.model_config})
-        return family.stock_models[head](config)
-    auto_class = AutoModelForCTC if head == "ctc" else AutoModelForAudioClassification
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # its loading table; the checks below say what matters
-    try:
-        if recipe.init == "random":  # the start model's architecture with new weights
-            config = AutoConfig.from_pretrained(
-                resolve_model(recipe.model), **task_config, **recipe.model_config
-            )
-            return auto_class.from_config(config)
-        model, info = auto_class.from_pretrained(
-            resolve_model(recipe.model),
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-            **{**task_config, **recipe.model_config},
-        )
-    except OSError as err:
-        raise HJPruneInputError(f"cannot load the model {recipe.model!r}: {err}") from err
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+    model, info = load_start_model(
+        recipe.model, head, {**task_config, **recipe.model_config}, random_init=recipe.init == "random"
+    )
+    if info is None:  # built with new weights: nothing to check
+        return model
     _check_body_loaded(model, info, recipe.model)
     # transformers initialised the missing and resized head modules, except a new `layer_weights`
     # (weighted layer sum), left as uninitialised memory, which made runs irreproducible.

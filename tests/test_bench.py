@@ -18,8 +18,8 @@ from hf_hjprune.bench import (
     training_overhead,
 )
 from hf_hjprune.benchmarks.speed_table import structure_for_reduction
+from hf_hjprune.start_models import TINY_CONFIG
 from hf_hjprune.structure import to_pruned_config, unit_counts
-from hf_hjprune.train import TINY_CONFIG
 
 THREADS = torch.get_num_threads()
 FAST = dict(repeats=3, warmup=1, threads=1, devices=["cpu"])
@@ -263,11 +263,11 @@ def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
     def tiny(**overrides):
         return tiny_config("wav2vec2", conv_dim=(32, 24, 24), intermediate_size=64, **overrides)
 
-    monkeypatch.setattr(speed_table, "TABLE_MODELS", {"tiny": (tiny, Wav2Vec2ForCTC)})
-    monkeypatch.setattr(speed_table, "REDUCTIONS", (0.3, 0.5))
+    monkeypatch.setattr(speed_table.measure, "TABLE_MODELS", {"tiny": (tiny, Wav2Vec2ForCTC)})
+    monkeypatch.setattr(speed_table.measure, "REDUCTIONS", (0.3, 0.5))
     plan = speed_table.Plan((), (), (), (), (1, 1.0, 1), 1, 0, (1,), deployment=((1, 0.5, 1),))
     result = speed_table.run_table(plan, threads=1, log=lambda _: None, experiments=("deployment",))
-    rows = speed_table._deployment_rows(result["families"]["tiny"])
+    rows = speed_table.results.deployment_rows(result["families"]["tiny"])
     assert [row["structure"] for row in rows] == ["dense", "-30% (x8)", "-50% (x8)"]
     for row in rows:
         assert all(speedup > 0 for speedup in row["speedups"].values())
@@ -275,3 +275,15 @@ def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
     markdown = speed_table.table_markdown(json.loads(json.dumps(result)), "cmd")
     assert "### Deployment" in markdown and "| tiny | 1 | 1 | 0.5 | -50% (x8) |" in markdown
     assert "**Deployment, tiny -50% (x8).**" in markdown and "### Speedup against" not in markdown
+
+
+def test_speed_table_renders_the_committed_results(tmp_path):
+    """The committed speed_table.json (written before `--experiments`, HuBERT and -70%) renders to the
+    committed speed_table.md byte for byte: rendering reads reductions and machine facts from the document."""
+    from hf_hjprune.benchmarks.speed_table.__main__ import RESULTS_DIR, main
+
+    (tmp_path / "speed_table.json").write_bytes((RESULTS_DIR / "speed_table.json").read_bytes())
+    assert main(["--markdown-only", "--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "speed_table.md").read_text(encoding="utf-8") == (
+        RESULTS_DIR / "speed_table.md"
+    ).read_text(encoding="utf-8")

@@ -345,3 +345,51 @@ def test_prune_model_round_to(audio_batch):
         torch.testing.assert_close(
             pruned(*audio_batch).logits, reference(*audio_batch).logits, atol=1e-5, rtol=1e-4
         )
+
+
+def _reference_masks(pruner, training):
+    """The masks as `HJPruner.masks` computed them before it used the gates' own code: the hard
+    concrete formulas written out (a sample from the same noise, or the top units at their median)."""
+    masks = {}
+    for name, gate in pruner.gates.items():
+        round_to = pruner.round_to if name in ("conv", "ffn") else 1
+        log_alpha, (low, high) = gate.log_alpha.detach(), (gate.low, gate.high)
+        if training:
+            u = torch.rand_like(log_alpha).clamp(1e-6, 1.0 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / gate.beta)
+            mask = (s * (high - low) + low).clamp(0.0, 1.0)
+        else:
+            median = (torch.sigmoid(log_alpha / gate.beta) * (high - low) + low).clamp(0.0, 1.0)
+            keep = torch.zeros_like(median, dtype=torch.bool)
+            expected = gate.expected_counts().detach().tolist()
+            offset = 0
+            for layer, size in enumerate(gate.sizes):
+                count = round_to * int(round(expected[layer] / round_to))
+                count = min(size, max(count, round_to * math.ceil(gate.min_kept / round_to)))
+                if gate.kept_counts is not None:
+                    count = gate.kept_counts[layer]
+                if count:
+                    keep[offset + log_alpha[offset : offset + size].topk(count).indices] = True
+                offset += size
+            mask = torch.where(keep, median.clamp_min(1e-6), torch.zeros_like(median))
+        masks[name] = list(mask.split(gate.sizes))
+    return masks
+
+
+@pytest.mark.parametrize("round_to", [1, 8])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_masks_are_bit_identical_to_the_hard_concrete_formulas(round_to, training, seed):
+    pruner = HJPruner(tiny_model(), round_to=round_to, prune_blocks=True)
+    randomise_gates(pruner, seed)
+    pruner.train(training)
+    if seed == 2 and not training:  # kept counts set by `match_target` take precedence
+        pruner.gates["ffn"].kept_counts = [round_to * (i + 1) for i in range(len(pruner.gates["ffn"].sizes))]
+    torch.manual_seed(seed)
+    masks = pruner.masks()
+    torch.manual_seed(seed)
+    reference = _reference_masks(pruner, training)
+    assert masks.keys() == reference.keys()
+    for name in masks:
+        for mask, expected in zip(masks[name], reference[name], strict=True):
+            assert torch.equal(mask.detach(), expected), name

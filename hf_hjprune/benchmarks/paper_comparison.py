@@ -30,6 +30,8 @@ from typing import Any
 from ..atomic import atomic_write_json, atomic_write_text
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
 from ..errors import HJPruneInputError
+from ..pruner import PRUNING_VARIANTS
+from ..pruner import VARIANTS as ALL_VARIANTS
 
 RESULTS_DIR = Path(__file__).parent / "results"
 README = Path(__file__).parents[2] / "README.md"
@@ -40,19 +42,17 @@ DENSE_RECIPES = {"asr": "demo_asr_dense", "slu": "demo_slu_dense"}
 TASK_RECIPES = {"asr": "demo_asr_hjmac", "slu": "demo_slu_hjmac"}
 METRICS = {"asr": ("wer", "WER", False), "slu": ("accuracy", "intent accuracy", True)}
 """task -> (summary metric, title, higher is better)."""
-VARIANTS = ("macs", "sep", "params", "transformer")
+VARIANTS = PRUNING_VARIANTS
+"""The variants compared (all of `HJPruner`'s), each against the dense baseline."""
 LEVERS = ("finetune", "distill")
 FINAL_FINETUNE_STEPS = 100
 """Steps of the final fine-tune lever (on top of the pruning run's steps)."""
 LABELS = {
-    "none": "dense",
-    "macs": "HJ-MAC",
-    "sep": "HJ-Sep",
-    "params": "HJ-Param",
-    "transformer": "Transformer-only",
-    "finetune": "HJ-MAC + final fine-tune",
-    "distill": "HJ-MAC + distillation",
+    **{name: variant.label for name, variant in ALL_VARIANTS.items()},
+    "finetune": f"{ALL_VARIANTS['macs'].label} + final fine-tune",
+    "distill": f"{ALL_VARIANTS['macs'].label} + distillation",
 }
+"""Row labels: a variant's, or that of HJ-MAC with a lever."""
 TARGETS = (0.2, 0.4, 0.6)
 LEVER_TARGETS = (0.4,)
 TARGET_TOLERANCE = 0.02

@@ -13,6 +13,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..structure import SAMPLING_RATE
+
 AUDIO_ERROR_REASONS = ("corrupt", "empty", "truncated", "nan", "too_short", "too_long", "silent")
 """The possible values of [`AudioError.reason`]."""
 
@@ -59,7 +61,7 @@ class DecodedAudio:
 
 def load_audio(
     source: str | os.PathLike | bytes | Mapping[str, Any],
-    target_sr: int = 16_000,
+    target_sr: int = SAMPLING_RATE,
     *,
     min_samples: int = 400,
     max_seconds: float | None = None,
@@ -77,7 +79,7 @@ def load_audio(
 
 def decode_audio(
     source: str | os.PathLike | bytes | Mapping[str, Any],
-    target_sr: int = 16_000,
+    target_sr: int = SAMPLING_RATE,
     *,
     min_samples: int = 400,
     max_seconds: float | None = None,

@@ -25,11 +25,11 @@ from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from ..errors import HJPruneInputError
+from ..structure import SAMPLING_RATE
 from .audio import AudioError, decode_audio, load_audio
 
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16_000
 PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER = "<pad>", "<unk>", "|"
 
 

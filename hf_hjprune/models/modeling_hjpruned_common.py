@@ -2,7 +2,10 @@
 
 Each pruned module subclasses its stock transformers counterpart and only changes how it is built
 (per-layer sizes from an `HJPruned*Config`), so checkpoint keys, forward code and output recording
-stay those of transformers. Family files combine these mixins with their stock classes.
+stay those of transformers. Family files combine these mixins with their stock classes. The mixins'
+constructors replace the stock ones (which would build the dense sizes first): each says with
+`# Adapted from` which stock constructor it follows, and `tests/test_module_attributes.py` checks that
+every pruned module still has every attribute its stock module has.
 
 What removing a unit means (the contract `hf_hjprune.prune_model` and the gates follow):
 - conv channel: its conv output is zero, a channel LayerNorm (the conv LayerNorms of
@@ -37,6 +40,7 @@ def pruned_linear(in_features: int, out_features: int) -> nn.Linear:
         return nn.Linear(in_features, out_features)
 
 
+# Adapted from torch.nn.LayerNorm
 class HJPrunedLayerNorm(nn.LayerNorm):
     """LayerNorm over the kept channels with the statistics of the original width.
 
@@ -66,6 +70,7 @@ class HJPrunedLayerNorm(nn.LayerNorm):
         return f"{super().extra_repr()}, original_num_channels={self.original_num_channels}"
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2FeatureEncoder
 class HJPrunedFeatureEncoder(Wav2Vec2FeatureEncoder):
     """The stock conv stack built at the pruned widths (`conv_dim` is already per layer)."""
 
@@ -78,11 +83,20 @@ class HJPrunedFeatureEncoder(Wav2Vec2FeatureEncoder):
                 )
 
 
-def original_width_layer_norm(config) -> HJPrunedLayerNorm:
-    """The feature projection's LayerNorm over the kept channels of the last conv layer."""
-    return HJPrunedLayerNorm(config.conv_dim[-1], config.original_conv_dim[-1], eps=config.layer_norm_eps)
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2FeatureProjection.__init__
+class HJPrunedFeatureProjectionMixin:
+    """The stock feature projection, its LayerNorm over the kept channels of the last conv layer with the
+    statistics of the original width (HuBERT's has no LayerNorm without `feat_proj_layer_norm`)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if getattr(self, "layer_norm", None) is not None:
+            self.layer_norm = HJPrunedLayerNorm(
+                config.conv_dim[-1], config.original_conv_dim[-1], eps=config.layer_norm_eps
+            )
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2Attention.__init__
 class HJPrunedAttentionMixin:
     """Multi-head attention with `num_heads` kept heads of the original `head_dim`.
 
@@ -107,6 +121,7 @@ class HJPrunedAttentionMixin:
         self.out_proj = pruned_linear(inner_dim, self.embed_dim)
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2FeedForward
 class HJPrunedFeedForward(Wav2Vec2FeedForward):
     """The stock FFN with this layer's number of intermediate units."""
 
@@ -121,6 +136,7 @@ class HJPrunedFeedForward(Wav2Vec2FeedForward):
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2EncoderLayer.__init__
 class HJPrunedEncoderLayerMixin:
     """An encoder layer (post- or pre-LayerNorm) with its own attention and FFN sizes."""
 
@@ -136,6 +152,7 @@ class HJPrunedEncoderLayerMixin:
         self.adapter_layer = None  # adapters are rejected by the config
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2Encoder.__init__
 class HJPrunedEncoderMixin:
     """The stock encoder, with layer `i` built at its own sizes (never the dense layer first)."""
 
@@ -176,6 +193,7 @@ class HJPrunedPreTrainedMixin:
         return super()._get_feat_extract_output_lengths(input_lengths)
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2Model.__init__
 class HJPrunedModelMixin(HJPrunedPreTrainedMixin):
     """The stock base model with a pruned feature encoder, feature projection and encoder."""
 
@@ -198,6 +216,7 @@ class HJPrunedModelMixin(HJPrunedPreTrainedMixin):
         self.post_init()
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2ForCTC.__init__
 class HJPrunedForCTCMixin(HJPrunedPreTrainedMixin):
     """The stock CTC head on top of the pruned base model."""
 
@@ -214,6 +233,7 @@ class HJPrunedForCTCMixin(HJPrunedPreTrainedMixin):
         self.post_init()
 
 
+# Adapted from transformers.models.wav2vec2.modeling_wav2vec2.Wav2Vec2ForSequenceClassification.__init__
 class HJPrunedForSequenceClassificationMixin(HJPrunedPreTrainedMixin):
     """The stock utterance classification head (mean pooling) on top of the pruned base model."""
 

@@ -21,42 +21,46 @@ from .modeling_hjpruned_common import (
     HJPrunedAttentionMixin,
     HJPrunedEncoderLayerMixin,
     HJPrunedEncoderMixin,
+    HJPrunedFeatureProjectionMixin,
     HJPrunedForCTCMixin,
     HJPrunedForSequenceClassificationMixin,
     HJPrunedModelMixin,
-    original_width_layer_norm,
 )
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertAttention
 class HJPrunedHubertAttention(HJPrunedAttentionMixin, HubertAttention):
     pass
 
 
-class HJPrunedHubertFeatureProjection(HubertFeatureProjection):
-    def __init__(self, config):
-        super().__init__(config)
-        if self.feat_proj_layer_norm:
-            self.layer_norm = original_width_layer_norm(config)
+# Adapted from transformers.models.hubert.modeling_hubert.HubertFeatureProjection
+class HJPrunedHubertFeatureProjection(HJPrunedFeatureProjectionMixin, HubertFeatureProjection):
+    pass
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertEncoderLayer
 class HJPrunedHubertEncoderLayer(HJPrunedEncoderLayerMixin, HubertEncoderLayer):
     attention_class = HJPrunedHubertAttention
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertEncoderLayerStableLayerNorm
 class HJPrunedHubertEncoderLayerStableLayerNorm(HJPrunedEncoderLayerMixin, HubertEncoderLayerStableLayerNorm):
     attention_class = HJPrunedHubertAttention
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertEncoder
 class HJPrunedHubertEncoder(HJPrunedEncoderMixin, HubertEncoder):
     layer_class = HJPrunedHubertEncoderLayer
     pos_conv_class = HubertPositionalConvEmbedding
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertEncoderStableLayerNorm
 class HJPrunedHubertEncoderStableLayerNorm(HJPrunedEncoderMixin, HubertEncoderStableLayerNorm):
     layer_class = HJPrunedHubertEncoderLayerStableLayerNorm
     pos_conv_class = HubertPositionalConvEmbedding
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertModel
 class HJPrunedHubertModel(HJPrunedModelMixin, HubertModel):
     config_class = HJPrunedHubertConfig
     feature_projection_class = HJPrunedHubertFeatureProjection
@@ -64,11 +68,13 @@ class HJPrunedHubertModel(HJPrunedModelMixin, HubertModel):
     stable_layer_norm_encoder_class = HJPrunedHubertEncoderStableLayerNorm
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertForCTC
 class HJPrunedHubertForCTC(HJPrunedForCTCMixin, HubertForCTC):
     config_class = HJPrunedHubertConfig
     pruned_base_model_class = HJPrunedHubertModel
 
 
+# Adapted from transformers.models.hubert.modeling_hubert.HubertForSequenceClassification
 class HJPrunedHubertForSequenceClassification(
     HJPrunedForSequenceClassificationMixin, HubertForSequenceClassification
 ):

@@ -28,14 +28,15 @@ from .configuration_hjpruned import HJPrunedWavLMConfig
 from .modeling_hjpruned_common import (
     HJPrunedEncoderLayerMixin,
     HJPrunedEncoderMixin,
+    HJPrunedFeatureProjectionMixin,
     HJPrunedForCTCMixin,
     HJPrunedForSequenceClassificationMixin,
     HJPrunedModelMixin,
-    original_width_layer_norm,
     pruned_linear,
 )
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMAttention
 class HJPrunedWavLMAttention(WavLMAttention):
     """WavLM attention over the kept heads `config.kept_head_indices[layer_idx]`."""
 
@@ -124,30 +125,34 @@ class HJPrunedWavLMAttention(WavLMAttention):
         return self.out_proj(attn_output), attn_weights, position_bias
 
 
-class HJPrunedWavLMFeatureProjection(WavLMFeatureProjection):
-    def __init__(self, config):
-        super().__init__(config)
-        self.layer_norm = original_width_layer_norm(config)
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMFeatureProjection
+class HJPrunedWavLMFeatureProjection(HJPrunedFeatureProjectionMixin, WavLMFeatureProjection):
+    pass
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMEncoderLayer
 class HJPrunedWavLMEncoderLayer(HJPrunedEncoderLayerMixin, WavLMEncoderLayer):
     attention_class = HJPrunedWavLMAttention
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMEncoderLayerStableLayerNorm
 class HJPrunedWavLMEncoderLayerStableLayerNorm(HJPrunedEncoderLayerMixin, WavLMEncoderLayerStableLayerNorm):
     attention_class = HJPrunedWavLMAttention
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMEncoder
 class HJPrunedWavLMEncoder(HJPrunedEncoderMixin, WavLMEncoder):
     layer_class = HJPrunedWavLMEncoderLayer
     pos_conv_class = WavLMPositionalConvEmbedding
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMEncoderStableLayerNorm
 class HJPrunedWavLMEncoderStableLayerNorm(HJPrunedEncoderMixin, WavLMEncoderStableLayerNorm):
     layer_class = HJPrunedWavLMEncoderLayerStableLayerNorm
     pos_conv_class = WavLMPositionalConvEmbedding
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMModel
 class HJPrunedWavLMModel(HJPrunedModelMixin, WavLMModel):
     config_class = HJPrunedWavLMConfig
     feature_projection_class = HJPrunedWavLMFeatureProjection
@@ -155,11 +160,13 @@ class HJPrunedWavLMModel(HJPrunedModelMixin, WavLMModel):
     stable_layer_norm_encoder_class = HJPrunedWavLMEncoderStableLayerNorm
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMForCTC
 class HJPrunedWavLMForCTC(HJPrunedForCTCMixin, WavLMForCTC):
     config_class = HJPrunedWavLMConfig
     pruned_base_model_class = HJPrunedWavLMModel
 
 
+# Adapted from transformers.models.wavlm.modeling_wavlm.WavLMForSequenceClassification
 class HJPrunedWavLMForSequenceClassification(
     HJPrunedForSequenceClassificationMixin, WavLMForSequenceClassification
 ):

@@ -48,7 +48,7 @@ from transformers import (
 import hf_hjprune  # noqa: F401  (registers the pruned models with the Auto classes)
 from hf_hjprune import count_macs, count_params
 from hf_hjprune.data import AudioError, load_audio
-from hf_hjprune.structure import unit_counts
+from hf_hjprune.structure import SAMPLING_RATE, unit_counts
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ SELECTOR_LABEL = "Model pair"
 TASKS = {"asr": "speech recognition (greedy CTC decoding)", "slu": "intent classification"}
 MODEL_CLASS_SUFFIXES = {"asr": ("ForCTC",), "slu": ("ForSequenceClassification", "ForAudioClassification")}
 
-SAMPLING_RATE = 16_000
 MIN_SAMPLES = 400  # 25 ms: the receptive field of the wav2vec2 CNN, one output frame
 MAX_SECONDS = 30.0  # longer audio is truncated (with a note): bounds the CPU time of one call
 SILENCE_PEAK = 1e-3
