@@ -29,8 +29,10 @@ have seen. A run writes to
 `summary.json`.
 
 Map of this module: `PretrainRecipe` (the settings) → `WindowSampler` / `PretrainingBatches` (data) →
-`MaskedPrediction` / `Contrastive` (the objectives, around the encoder) → `pretrain()` (the loop, in
-numbered phases) → `add_arguments` / `run` (the command line).
+`MaskedPrediction` / `Contrastive` / `SupervisedCTC` (the objectives, around the encoder) → `pretrain()`
+in numbered phases: `_set_up_pretraining` (1. accelerator, 2. data, 3. objective and targets,
+4. optimizer and resume), `_pretrain_loop` (5. train), `_finish_pretraining` (6. save and summary),
+sharing a `PretrainingRun` → `add_arguments` / `run` (the command line).
 """
 
 from __future__ import annotations
@@ -74,7 +76,16 @@ from .data.speech_synth import SAMPLE_RATE
 from .data.unlabeled import UnlabeledAudio, load_unlabeled
 from .errors import HJPruneInputError
 from .progress import ProgressReporter, quiet_progress_bars
-from .recipes import RECIPES_DIR, read_recipe_values, validate_fields
+from .recipes import (
+    MIXED_PRECISION,
+    RECIPES_DIR,
+    RecipeBase,
+    add_recipe_arguments,
+    available_recipes,
+    read_recipe_values,
+    recipe_overrides,
+    validate_fields,
+)
 from .start_models import load_start_model, new_model, resolve_model
 from .structure import FAMILIES, family_of
 from .targets import Codebook, layer_features, mfcc_features
@@ -83,13 +94,14 @@ from .train import (
     Progress,
     StopSignal,
     _start,
-    _truncate_metrics,
     build_accelerator,
     checkpoints,
+    end_of_step,
     end_process_group,
     end_trackers,
     linear_schedule,
-    save_checkpoint,
+    load_checkpoint,
+    start_tracking,
 )
 
 logger = get_logger(__name__)
@@ -105,133 +117,169 @@ class PretrainingCollapsedError(RuntimeError):
 
 
 @dataclass
-class PretrainRecipe:
+class PretrainRecipe(RecipeBase):
     """Everything one pretraining run needs. Steps count optimizer updates.
 
-    Attributes:
-        family: `"wav2vec2"`, `"hubert"` or `"wavlm"`: the encoder to build (ignored with `init_from`,
-            whose family is used).
-        model_config: Config fields of the new encoder (sizes, norms, dropouts).
-        init_from: A checkpoint (path or `pretrained:` name) to continue from instead of a random encoder.
-        objective: `"hubert"` (masked prediction of cluster targets), `"wav2vec2"` (contrastive;
-            wav2vec2 family only) or `"ctc"` (supervised: the phonemes of broad speech).
-        targets: `"mfcc"` (iteration 1) or `"layer"` (iteration 2: clusters of `target_layer` of
-            `target_model`).
-        target_model: The checkpoint whose hidden states are clustered (default: `init_from`).
-        target_layer: Which hidden state: 0 is the Transformer's input, i after i layers.
-        num_clusters: k-means clusters (the number of classes predicted).
-        kmeans_utterances: Training utterances whose frames k-means is fitted on.
-        kmeans_frames: At most this many frames (sampled) go into k-means.
-        projection_size: Dimension of the projection compared with the cluster embeddings.
-        logit_temperature: Temperature of the cosine-similarity logits.
-        mask_time_prob: Share of frames that start a masked span (HuBERT: 0.8; wav2vec 2.0: 0.65; for
-            `ctc` it is SpecAugment, e.g. 0.05).
-        mask_time_length: Frames per masked span.
-        unmasked_loss_weight: Weight of the prediction loss on unmasked frames.
-        num_negatives: Distractors per masked frame (`wav2vec2` objective).
-        gumbel_temperature: Start, end and per-step decay of the Gumbel softmax temperature.
-        collapse_perplexity: Stop when the codevector perplexity stays below this after warm-up.
-        data: `"broad_speech"` or a local folder of audio files (see `hf_hjprune.data.unlabeled`).
-        data_options: Options of the source (`hours`, `seed`, `cache_dir` for broad speech).
-        augmentation: Fields of `hf_hjprune.data.augment.Augmentation` to override.
-        crop_seconds: Length of every training window (`hubert`, `wav2vec2`).
-        max_utterance_seconds: The longest utterance trained on (`ctc`, which reads whole utterances).
-        ctc_targets: What `ctc` predicts: `"phonemes"` (eSpeak NG's IPA, every language; the saved
-            model is the encoder) or `"text"` (characters; the saved model is the whole CTC model
-            with its vocabulary, a speech recogniser).
-        languages: Train `ctc` only on the utterances of these languages (e.g. `[en]`); all if empty.
-        validation_windows: Windows of the held-out audio evaluated every `eval_steps`.
-        batch_size: Windows per batch and process.
-        gradient_accumulation_steps: Batches per optimizer update.
-        max_steps: Optimizer updates.
-        learning_rate: Peak learning rate (linear warm-up, then linear decay to 0).
-        warmup_ratio: Share of `max_steps` spent warming up.
-        weight_decay: AdamW weight decay.
-        max_grad_norm: Gradient clipping.
-        finetune_config: Config values written into the saved encoder for fine-tuning (e.g. its
-            SpecAugment `mask_time_prob`).
-        eval_steps: Evaluate on the validation windows every this many steps (0: only at the end).
-        checkpoint_steps: Save a resumable checkpoint every this many steps (0: never).
-        keep_checkpoints: How many of the latest checkpoints to keep (0: all).
-        log_steps: Log training metrics every this many steps.
-        seed: Seed of initialisation, batches, masks and dropout.
-        mixed_precision: `"no"`, `"fp16"` or `"bf16"`.
-        output_dir: Where the run writes.
+    Each field explains itself in its metadata (`help`), which `hjprune pretrain --help` lists.
     """
 
-    family: str = "hubert"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None
-    objective: str = "hubert"
-    targets: str = "mfcc"
-    target_model: str | None = None
-    target_layer: int = 4
-    num_clusters: int = 100
-    kmeans_utterances: int = 1000
-    kmeans_frames: int = 200_000
-    projection_size: int = 128
-    logit_temperature: float = 0.1
-    mask_time_prob: float = 0.8
-    mask_time_length: int = 10
-    unmasked_loss_weight: float = 0.0
-    num_negatives: int = 100
-    gumbel_temperature: list[float] = field(default_factory=lambda: [2.0, 0.5, 0.999995])
-    collapse_perplexity: float = 4.0
-    data: str = "broad_speech"
-    data_options: dict[str, Any] = field(default_factory=dict)
-    augmentation: dict[str, Any] = field(default_factory=dict)
-    crop_seconds: float = 3.0
-    max_utterance_seconds: float = 8.0
-    ctc_targets: str = "phonemes"
-    languages: list[str] = field(default_factory=list)
-    validation_windows: int = 64
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 10_000
-    learning_rate: float = 5e-4
-    warmup_ratio: float = 0.08
-    weight_decay: float = 0.01
-    max_grad_norm: float = 10.0
-    finetune_config: dict[str, Any] = field(default_factory=lambda: {"mask_time_prob": 0.05})
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    keep_checkpoints: int = 0
-    log_steps: int = 10
-    seed: int = 0
-    mixed_precision: str = "no"
-    output_dir: str = "outputs/pretrain"
+    family: str = field(
+        default="hubert",
+        metadata={
+            "help": '"wav2vec2", "hubert" or "wavlm": the encoder to build (ignored with `init_from`, whose '
+            "family is used)."
+        },
+    )
+    model_config: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Config fields of the new encoder (sizes, norms, dropouts)."}
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint (path or `pretrained:` name) to continue from instead of a random encoder."
+        },
+    )
+    objective: str = field(
+        default="hubert",
+        metadata={
+            "help": '"hubert" (masked prediction of cluster targets), "wav2vec2" (contrastive; wav2vec2 '
+            'family only) or "ctc" (supervised: the phonemes of broad speech).'
+        },
+    )
+    targets: str = field(
+        default="mfcc",
+        metadata={
+            "help": '"mfcc" (iteration 1) or "layer" (iteration 2: clusters of `target_layer` of '
+            "`target_model`)."
+        },
+    )
+    target_model: str | None = field(
+        default=None,
+        metadata={"help": "The checkpoint whose hidden states are clustered (default: `init_from`)."},
+    )
+    target_layer: int = field(
+        default=4, metadata={"help": "Which hidden state: 0 is the Transformer's input, i after i layers."}
+    )
+    num_clusters: int = field(
+        default=100, metadata={"help": "k-means clusters (the number of classes predicted)."}
+    )
+    kmeans_utterances: int = field(
+        default=1000, metadata={"help": "Training utterances whose frames k-means is fitted on."}
+    )
+    kmeans_frames: int = field(
+        default=200_000, metadata={"help": "At most this many frames (sampled) go into k-means."}
+    )
+    projection_size: int = field(
+        default=128, metadata={"help": "Dimension of the projection compared with the cluster embeddings."}
+    )
+    logit_temperature: float = field(
+        default=0.1, metadata={"help": "Temperature of the cosine-similarity logits."}
+    )
+    mask_time_prob: float = field(
+        default=0.8,
+        metadata={
+            "help": "Share of frames that start a masked span (HuBERT: 0.8; wav2vec 2.0: 0.65; for `ctc` it "
+            "is SpecAugment, e.g. 0.05)."
+        },
+    )
+    mask_time_length: int = field(default=10, metadata={"help": "Frames per masked span."})
+    unmasked_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the prediction loss on unmasked frames."}
+    )
+    num_negatives: int = field(
+        default=100, metadata={"help": "Distractors per masked frame (`wav2vec2` objective)."}
+    )
+    gumbel_temperature: list[float] = field(
+        default_factory=lambda: [2.0, 0.5, 0.999995],
+        metadata={"help": "Start, end and per-step decay of the Gumbel softmax temperature."},
+    )
+    collapse_perplexity: float = field(
+        default=4.0,
+        metadata={"help": "Stop when the codevector perplexity stays below this after warm-up."},
+    )
+    data: str = field(
+        default="broad_speech",
+        metadata={
+            "help": '"broad_speech" or a local folder of audio files (see `hf_hjprune.data.unlabeled`).'
+        },
+    )
+    data_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Options of the source (`hours`, `seed`, `cache_dir` for broad speech)."},
+    )
+    augmentation: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Fields of `hf_hjprune.data.augment.Augmentation` to override."},
+    )
+    crop_seconds: float = field(
+        default=3.0, metadata={"help": "Length of every training window (`hubert`, `wav2vec2`)."}
+    )
+    max_utterance_seconds: float = field(
+        default=8.0,
+        metadata={"help": "The longest utterance trained on (`ctc`, which reads whole utterances)."},
+    )
+    ctc_targets: str = field(
+        default="phonemes",
+        metadata={
+            "help": 'What `ctc` predicts: "phonemes" (eSpeak NG\'s IPA, every language; the saved model is '
+            'the encoder) or "text" (characters; the saved model is the whole CTC model with its '
+            "vocabulary, a speech recogniser)."
+        },
+    )
+    languages: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Train `ctc` only on the utterances of these languages (e.g. `[en]`); all if empty."
+        },
+    )
+    validation_windows: int = field(
+        default=64, metadata={"help": "Windows of the held-out audio evaluated every `eval_steps`."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Windows per batch and process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer update."})
+    max_steps: int = field(default=10_000, metadata={"help": "Optimizer updates."})
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Peak learning rate (linear warm-up, then linear decay to 0)."}
+    )
+    warmup_ratio: float = field(default=0.08, metadata={"help": "Share of `max_steps` spent warming up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=10.0, metadata={"help": "Gradient clipping."})
+    finetune_config: dict[str, Any] = field(
+        default_factory=lambda: {"mask_time_prob": 0.05},
+        metadata={
+            "help": "Config values written into the saved encoder for fine-tuning (e.g. its SpecAugment "
+            "`mask_time_prob`)."
+        },
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={"help": "Evaluate on the validation windows every this many steps (0: only at the end)."},
+    )
+    checkpoint_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every this many steps (0: never)."}
+    )
+    keep_checkpoints: int = field(
+        default=0, metadata={"help": "How many of the latest checkpoints to keep (0: all)."}
+    )
+    log_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batches, masks and dropout."})
+    mixed_precision: str = field(default="no", metadata={"help": '"no", "fp16" or "bf16".'})
+    output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where the run writes."})
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        choices = {"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS,
-                   "ctc_targets": CTC_TARGETS}  # fmt: skip
-        for name, options in choices.items():
-            if getattr(self, name) not in options:
-                raise HJPruneInputError(
-                    f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}"
-                )
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise HJPruneInputError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in (
-            "max_steps",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "log_steps",
-            "mask_time_length",
-        ):
-            if getattr(self, name) < 1:
-                raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "weight_decay", "target_layer"):
-            if getattr(self, name) < 0:
-                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.validation_windows < 1 or self.kmeans_utterances < 1 or self.num_negatives < 1:
-            raise HJPruneInputError(
-                "validation_windows, kmeans_utterances and num_negatives must be at least 1"
-            )
+        self._check_choices({"family": tuple(FAMILIES), "objective": OBJECTIVES, "targets": TARGETS,
+                             "ctc_targets": CTC_TARGETS, "mixed_precision": MIXED_PRECISION})  # fmt: skip
+        self._check_at_least_one(
+            "max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "mask_time_length"
+        )
+        self._check_not_negative(
+            "eval_steps", "checkpoint_steps", "keep_checkpoints", "weight_decay", "target_layer"
+        )
+        self._check_at_least_one("validation_windows", "kmeans_utterances", "num_negatives")
         if not 0.0 < self.mask_time_prob <= 1.0:
             raise HJPruneInputError(f"mask_time_prob must be in (0, 1], got {self.mask_time_prob}")
-        if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        self._check_ratio("warmup_ratio")
         if self.crop_seconds < 0.1:
             raise HJPruneInputError(f"crop_seconds must be at least 0.1, got {self.crop_seconds}")
         if (
@@ -263,18 +311,12 @@ class PretrainRecipe:
     def crop_samples(self) -> int:
         return round(self.crop_seconds * SAMPLE_RATE)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> PretrainRecipe:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise HJPruneInputError(
-                f"unknown pretraining recipe key(s) {unknown} in {source}; known keys: {', '.join(known)}"
-            )
-        return cls(**values)
+    def _unknown_keys_message(cls, unknown: set[str], known: list[str], source: str) -> str:
+        # Its own wording (a list of the unknown keys), which scripts and tests may match.
+        return (
+            f"unknown pretraining recipe key(s) {sorted(unknown)} in {source}; known keys: {', '.join(known)}"
+        )
 
 
 def load_pretrain_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> PretrainRecipe:
@@ -752,8 +794,38 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.T
 # the loop
 
 
+@dataclass
+class PretrainingRun:
+    """One pretraining run as `_set_up_pretraining` builds it, for `_pretrain_loop` and
+    `_finish_pretraining`. It lives only inside `pretrain`: the DDP-wrapped objective must be gone
+    before the process group is (see `hf_hjprune.train.end_process_group`)."""
+
+    recipe: PretrainRecipe
+    output_dir: Path
+    accelerator: Accelerator
+    task: Task
+    objective: nn.Module  # `task.objective`, as `accelerator.prepare` wrapped it
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: Progress
+    before: dict[str, Any]  # parameters and MACs of the encoder
+    data_info: dict[str, Any]  # what `load_unlabeled` read (and skipped)
+
+
 def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
-    """Run a pretraining recipe to the end and return its summary (also in `output_dir/summary.json`)."""
+    """Run a pretraining recipe to the end and return its summary (also in `output_dir/summary.json`).
+
+    Raises:
+        TrainingStopped: A SIGTERM arrived; a checkpoint of the last finished step was saved.
+        PretrainingCollapsedError: The contrastive objective collapsed.
+    """
+    run = _set_up_pretraining(recipe, resume)
+    _pretrain_loop(run)
+    return _finish_pretraining(run)
+
+
+def _set_up_pretraining(recipe: PretrainRecipe, resume: bool) -> PretrainingRun:
+    """Phases 1 to 4: accelerator, data, the encoder in its objective, optimizer; resume."""
     # 1. Run directory, accelerator, seed.
     output_dir = Path(recipe.output_dir)
     checkpoint = _start(output_dir, resume)  # --resume without a checkpoint yet starts over
@@ -785,15 +857,15 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         optimizer, linear_schedule(recipe.num_warmup_steps, recipe.max_steps)
     )
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    progress = Progress()
-    accelerator.register_for_checkpointing(progress)
-    if checkpoint is not None:
-        logger.info(f"Resuming from {checkpoint}", main_process_only=True)
-        accelerator.load_state(str(checkpoint))
-    if accelerator.is_main_process:
-        _truncate_metrics(output_dir / "metrics.jsonl", progress.step)
-    accelerator.init_trackers("hjprune-pretrain")
+    progress = load_checkpoint(accelerator, checkpoint)
+    start_tracking(accelerator, output_dir, progress.step, "hjprune-pretrain")
+    return PretrainingRun(recipe, output_dir, accelerator, task, objective, optimizer, scheduler, progress,
+                          before, data_info)  # fmt: skip
 
+
+def _pretrain_loop(run: PretrainingRun) -> None:
+    """Phase 5: train to `max_steps`, logging, evaluating and saving checkpoints as the recipe asks."""
+    recipe, accelerator, progress, objective = run.recipe, run.accelerator, run.progress, run.objective
     # 5. Train.
     contrastive = accelerator.unwrap_model(objective).model if recipe.objective == "wav2vec2" else None
     window: dict[str, float] = {}
@@ -807,49 +879,47 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
             if contrastive is not None:
                 contrastive.set_gumbel_temperature(gumbel_temperature(recipe, progress.step))
             for micro in range(recipe.gradient_accumulation_steps):
-                batch = task.train_batch(progress.step, micro, accelerator.process_index)
+                batch = run.task.train_batch(progress.step, micro, accelerator.process_index)
                 with accelerator.accumulate(objective):
                     loss, metrics = objective(**_to_device(batch, accelerator.device))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(objective.parameters(), recipe.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+                    run.optimizer.step()
+                    run.optimizer.zero_grad()
                 for name, value in {"loss": loss.detach(), **metrics}.items():
                     window[name] = window.get(name, 0.0) + float(value) / recipe.gradient_accumulation_steps
             window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
-            scheduler.step()
+            run.scheduler.step()
             progress.step += 1
             progress.train_seconds = seconds_before + time.perf_counter() - started
             if progress.step % recipe.log_steps == 0:
                 logged = {f"train/{name}": total / recipe.log_steps for name, total in window.items()}
                 window.clear()
                 logged.update({
-                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/lr": run.scheduler.get_last_lr()[0],
                     "train/seconds": progress.train_seconds,
-                    "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, task.seconds_per_item),
+                    "train/audio_hours": audio_hours(recipe, progress.step, accelerator.num_processes, run.task.seconds_per_item),
                 })  # fmt: skip
                 accelerator.log(logged, step=progress.step)
                 reporter.update(progress.step, {"loss": f"{logged['train/loss']:.3f}"})
                 if contrastive is not None:
                     low_perplexity_logs = check_collapse(recipe, progress.step, logged, low_perplexity_logs)
             if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
-                metrics = evaluate(objective, task.validation, accelerator)
+                metrics = evaluate(objective, run.task.validation, accelerator)
                 accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=progress.step)
             reporter.update(progress.step)
-            saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
-            if saved:
-                save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
-            if progress.step < recipe.max_steps:  # SIGTERM: a checkpoint of this step, then stop
-                stop.checkpoint_and_stop(
-                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
-                )
+            end_of_step(stop, accelerator, recipe, run.output_dir, progress.step)
 
+
+def _finish_pretraining(run: PretrainingRun) -> dict[str, Any]:
+    """Phase 6: evaluate, save the encoder for fine-tuning, and write `summary.json`."""
+    recipe, accelerator, progress = run.recipe, run.accelerator, run.progress
     # 6. Save the encoder for fine-tuning, and the summary.
     accelerator.wait_for_everyone()
-    final_metrics = evaluate(objective, task.validation, accelerator)
+    final_metrics = evaluate(run.objective, run.task.validation, accelerator)
     accelerator.log({f"validation/{k}": v for k, v in final_metrics.items()}, step=progress.step)
-    encoder = accelerator.unwrap_model(objective).encoder
+    encoder = accelerator.unwrap_model(run.objective).encoder
     encoder.config.update(recipe.finetune_config)
     summary = {
         "recipe": recipe.to_dict(),
@@ -860,16 +930,16 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False) -> dict[str, Any]:
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
         "audio_hours_seen": audio_hours(
-            recipe, progress.step, accelerator.num_processes, task.seconds_per_item
+            recipe, progress.step, accelerator.num_processes, run.task.seconds_per_item
         ),
-        "data": data_info,
-        "params": before["params"],
-        "macs": {"seconds": 1.0, **before["macs"]},
+        "data": run.data_info,
+        "params": run.before["params"],
+        "macs": {"seconds": 1.0, **run.before["macs"]},
         "validation": final_metrics,
     }
     if accelerator.is_main_process:
-        save_outputs(recipe, task, accelerator.unwrap_model(objective), output_dir)
-        atomic_write_json(output_dir / "summary.json", summary)
+        save_outputs(recipe, run.task, accelerator.unwrap_model(run.objective), run.output_dir)
+        atomic_write_json(run.output_dir / "summary.json", summary)
     end_trackers(accelerator)
     return summary
 
@@ -1023,19 +1093,12 @@ def check_collapse(recipe: PretrainRecipe, step: int, logged: dict[str, float], 
 
 
 def available_pretrain_recipes() -> list[str]:
-    return sorted(path.stem for path in PRETRAIN_RECIPES_DIR.glob("*.yaml"))
+    return available_recipes(PRETRAIN_RECIPES_DIR)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hjprune pretrain` and `python -m hf_hjprune.pretrain`."""
-    parser.add_argument(
-        "recipe",
-        help=f"a YAML file, or a shipped pretraining recipe: {', '.join(available_pretrain_recipes())}",
-    )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe field (YAML value; dotted keys reach into mappings)")  # fmt: skip
-    parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    add_recipe_arguments(parser, PretrainRecipe, PRETRAIN_RECIPES_DIR)
     parser.add_argument("--ship", metavar="NAME", help="copy the finished run's model into the package as the "
                         "start model pretrained:NAME, with a generated card (no training)")  # fmt: skip
     parser.add_argument("--export", metavar="STEP_DIR", help="only write the encoder of checkpoints/STEP_DIR "
@@ -1043,8 +1106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
-    recipe = load_pretrain_recipe(args.recipe, overrides)
+    recipe = load_pretrain_recipe(args.recipe, recipe_overrides(args))
     if args.export:
         print(export_checkpoint(recipe, args.export))
     elif args.ship:

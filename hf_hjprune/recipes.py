@@ -9,14 +9,17 @@ YAML and a dotted key reaches into a mapping field::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -35,135 +38,281 @@ OOD_TESTS = ("flite",)
 SEP_TARGET_KEYS = ("cnn", "transformer")
 
 
-@dataclass
-class Recipe:
-    """Everything one training run needs. Steps count optimizer updates.
+_R = TypeVar("_R", bound="RecipeBase")
 
-    Attributes:
-        task: `"asr"` (CTC on `text`) or `"slu"` (utterance classification of `intent`).
-        model: A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned),
-            `pretrained:NAME` for a start model pretrained here and shipped with the package (e.g.
-            `pretrained:tiny-hubert-ssl`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small
-            randomly initialised model.
-        model_config: Config attributes to override (for `tiny:` models, their sizes). On a checkpoint,
-            only settings that leave the shapes of its weights alone (dropout, masking, ...): a
-            change of a body weight's shape is an error.
-        new_vocabulary: Train a new task head over the training data's characters (ASR) or intents
-            (SLU) instead of the start model's own vocabulary or labels, which are otherwise kept
-            and must cover the training data.
-        init: `"pretrained"` (the start model's weights) or `"random"` (its architecture with new
-            weights: the from-scratch baseline of the same shape).
-        data: A data source of `hf_hjprune.data.sources.load_source`.
-        data_options: Keyword options of that source.
-        ood_test: `"flite"`: also evaluate the final model on the test split spoken by flite, a
-            synthesizer never trained on (the `"synthetic"` source only; skipped with a warning where
-            flite is not installed).
-        cache_audio: Keep decoded audio in memory (small corpora only); otherwise decode on access.
-        max_audio_seconds: Longer files are skipped (counted as `too_long` in `summary.json`).
-        group_by_length: Batch utterances of similar lengths (shuffled groups of 50 batches).
-        variant: `"none"` (dense fine-tuning) or an `HJPruner` variant.
-        target: Relative reduction to reach, in (0, 1); for `"sep"` also `{cnn: ..., transformer: ...}`.
-        prune_blocks: Also gate whole attention and FFN blocks.
-        round_to: The pruned model keeps a multiple of this many conv channels and FFN units per
-            layer (8: fast GEMM and conv shapes; heads are not rounded), chosen by the gates.
-        warmup_ratio: Fraction of `max_steps` over which the model learning rate warms up (and the
-            pruning target ramps up, unless `target_warmup_ratio` is set).
-        warmup_steps: The same in steps; overrides `warmup_ratio` when set.
-        target_warmup_ratio: Fraction of `max_steps` over which the pruning target ramps up from 0.
-        target_reference: What the target is relative to: `"start"` (the start model) or
-            `"original"` (the unpruned model an HJPruned start model was cut from, as recorded in its
-            config: continuing to prune to a higher total reduction).
-        target_tolerance: At the end of pruning, units are taken away (lowest gate logit first) or given
-            back until the reduction is within this of the target, so a run that ends off target still
-            lands on it (`None`: export the gates as they are).
-        final_finetune_steps: After pruning, train the fixed pruned structure for this many more
-            steps (its own warm-up and decay; 0: none).
-        final_finetune_learning_rate: Peak learning rate of the final fine-tune (default:
-            `learning_rate`).
-        distillation: Learn from a dense teacher too (`hf_hjprune.distill.DistillationConfig`:
-            `teacher`, `temperature`, `logits_weight`, `hidden_weight`, `hidden_layers`,
-            `task_weight`), while pruning and in the final fine-tune.
-        seconds: Audio length for MACs counts (attention cost grows with its square).
-        max_steps: Number of optimizer updates.
-        batch_size: Utterances per batch and process.
-        eval_batch_size: The same for evaluation (default: `batch_size`).
-        gradient_accumulation_steps: Batches per optimizer update.
-        learning_rate: Peak learning rate of the model weights (linear warm-up and decay).
-        head_learning_rate: The same for the task head (`lm_head`, or `projector`, `classifier` and
-            `layer_weights`), which starts from scratch; default: `learning_rate`.
-        gate_learning_rate: Constant learning rate of the gate logits.
-        lambda_learning_rate: Constant learning rate (ascent) of the Lagrange multipliers.
-        lambda_clip: Keep λ1 within ±this (anti-windup against overshooting the target); None: unbounded.
-        weight_decay: AdamW weight decay of the model weights.
-        max_grad_norm: Gradient clipping of the model weights.
-        eval_steps: Evaluate on validation every this many steps (0: only at the end).
-        checkpoint_steps: Save a resumable checkpoint every this many steps (0: never).
-        keep_checkpoints: How many of the latest checkpoints to keep (0: all).
-        log_steps: Log training metrics every this many steps.
-        seed: Seed of initialisation, data order, gate sampling and dropout.
-        mixed_precision: `"no"`, `"fp16"` or `"bf16"` (passed to `accelerate.Accelerator`).
-        num_workers: DataLoader worker processes.
-        output_dir: Where metrics, checkpoints, the final model and `summary.json` go.
+
+class RecipeBase:
+    """What the recipe dataclasses ([`Recipe`], `hf_hjprune.pretrain.PretrainRecipe`) share: reading from
+    and writing to a mapping, range checks, and the listing of their fields for `--help`.
+
+    Every field explains itself in its metadata, `field(default=..., metadata={"help": ...})` (as
+    transformers' example scripts do): that text is the one place its meaning is written.
     """
 
-    task: str = "asr"
-    model: str = "tiny:wav2vec2"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    new_vocabulary: bool = False
-    init: str = "pretrained"
-    data: str = "synthetic"
-    data_options: dict[str, Any] = field(default_factory=dict)
-    ood_test: str | None = None
-    cache_audio: bool = False
-    max_audio_seconds: float = 60.0
-    group_by_length: bool = True
-    variant: str = "macs"
-    target: float | dict[str, float] = 0.4
-    prune_blocks: bool = False
-    round_to: int = 1
-    warmup_ratio: float = 0.1
-    warmup_steps: int | None = None
-    target_warmup_ratio: float | None = None
-    target_reference: str = "start"
-    target_tolerance: float | None = 0.01
-    final_finetune_steps: int = 0
-    final_finetune_learning_rate: float | None = None
-    distillation: dict[str, Any] | None = None
-    seconds: float = 1.0
-    max_steps: int = 1000
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    head_learning_rate: float | None = None
-    gate_learning_rate: float = 2e-2
-    lambda_learning_rate: float = 2e-2
-    lambda_clip: float | None = None
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    keep_checkpoints: int = 0
-    log_steps: int = 10
-    seed: int = 0
-    mixed_precision: str = "no"
-    num_workers: int = 0
-    output_dir: str = "outputs/run"
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_R], values: dict[str, Any], source: str = "recipe") -> _R:
+        """A recipe from a mapping.
+
+        Raises:
+            HJPruneInputError: An unknown key (with the closest known one), a value of the wrong type or
+                out of range; the message starts with `source`.
+        """
+        if not isinstance(values, dict):
+            raise HJPruneInputError(
+                f"{source} must be a mapping of recipe fields, got {type(values).__name__}"
+            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(values) - set(known)
+        if unknown:
+            raise HJPruneInputError(cls._unknown_keys_message(unknown, known, source))
+        try:
+            return cls(**values)
+        except HJPruneInputError as err:
+            raise HJPruneInputError(f"{source}: {err}") from None
+
+    @classmethod
+    def _unknown_keys_message(cls, unknown: set[str], known: list[str], source: str) -> str:
+        return unknown_keys_message(unknown, known, source, what="recipe key")
+
+    @classmethod
+    def fields_help(cls) -> str:
+        """Every field with its default and help, as `--help` shows them after the options."""
+        lines = ["recipe fields (YAML keys of a recipe; --set KEY=VALUE overrides one), with their defaults:"]
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"  {f.name}: {_yaml_value(default)}")
+            lines += textwrap.wrap(f.metadata["help"], 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        return "\n".join(lines)
+
+    def _check_choices(self, choices: dict[str, Sequence[str]]) -> None:
+        for name, options in choices.items():
+            value = getattr(self, name)
+            if value not in options:
+                raise HJPruneInputError(
+                    f"{name} must be one of {', '.join(options)}, got {value!r}{did_you_mean(value, options)}"
+                )
+
+    def _check_at_least_one(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HJPruneInputError(f"{name} must be at least 1, got {value}")
+
+    def _check_not_negative(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 0:
+                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
+
+    def _check_ratio(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise HJPruneInputError(f"{name} must be in [0, 1], got {value}")
+
+
+def _yaml_value(value: Any) -> str:
+    """A default as it is written in a recipe (flow-style YAML)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
+
+
+@dataclass
+class Recipe(RecipeBase):
+    """Everything one training run needs. Steps count optimizer updates.
+
+    Each field explains itself in its metadata (`help`), which `hjprune train --help` lists.
+    """
+
+    task: str = field(
+        default="asr",
+        metadata={"help": '"asr" (CTC on `text`) or "slu" (utterance classification of `intent`).'},
+    )
+    model: str = field(
+        default="tiny:wav2vec2",
+        metadata={
+            "help": "A Hub id or local path of a wav2vec2 / HuBERT / WavLM checkpoint (stock or HJPruned), "
+            "`pretrained:NAME` for a start model pretrained here and shipped with the package (e.g. "
+            "`pretrained:tiny-hubert-ssl`), or `tiny:wav2vec2`, `tiny:hubert`, `tiny:wavlm` to build a small "
+            "randomly initialised model."
+        },
+    )
+    model_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Config attributes to override (for `tiny:` models, their sizes). On a checkpoint, only "
+            "settings that leave the shapes of its weights alone (dropout, masking, ...): a change of a body "
+            "weight's shape is an error."
+        },
+    )
+    new_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Train a new task head over the training data's characters (ASR) or intents (SLU) instead "
+            "of the start model's own vocabulary or labels, which are otherwise kept and must cover the "
+            "training data."
+        },
+    )
+    init: str = field(
+        default="pretrained",
+        metadata={
+            "help": '"pretrained" (the start model\'s weights) or "random" (its architecture with new weights: '
+            "the from-scratch baseline of the same shape)."
+        },
+    )
+    data: str = field(
+        default="synthetic", metadata={"help": "A data source of `hf_hjprune.data.sources.load_source`."}
+    )
+    data_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Keyword options of that source."}
+    )
+    ood_test: str | None = field(
+        default=None,
+        metadata={
+            "help": '"flite": also evaluate the final model on the test split spoken by flite, a synthesizer '
+            'never trained on (the "synthetic" source only; skipped with a warning where flite is not '
+            "installed)."
+        },
+    )
+    cache_audio: bool = field(
+        default=False,
+        metadata={"help": "Keep decoded audio in memory (small corpora only); otherwise decode on access."},
+    )
+    max_audio_seconds: float = field(
+        default=60.0,
+        metadata={"help": "Longer files are skipped (counted as `too_long` in `summary.json`)."},
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch utterances of similar lengths (shuffled groups of 50 batches)."},
+    )
+    variant: str = field(
+        default="macs", metadata={"help": '"none" (dense fine-tuning) or an `HJPruner` variant.'}
+    )
+    target: float | dict[str, float] = field(
+        default=0.4,
+        metadata={
+            "help": 'Relative reduction to reach, in (0, 1); for "sep" also {cnn: ..., transformer: ...}.'
+        },
+    )
+    prune_blocks: bool = field(default=False, metadata={"help": "Also gate whole attention and FFN blocks."})
+    round_to: int = field(
+        default=1,
+        metadata={
+            "help": "The pruned model keeps a multiple of this many conv channels and FFN units per layer "
+            "(8: fast GEMM and conv shapes; heads are not rounded), chosen by the gates."
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of `max_steps` over which the model learning rate warms up (and the pruning "
+            "target ramps up, unless `target_warmup_ratio` is set)."
+        },
+    )
+    warmup_steps: int | None = field(
+        default=None, metadata={"help": "The same in steps; overrides `warmup_ratio` when set."}
+    )
+    target_warmup_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Fraction of `max_steps` over which the pruning target ramps up from 0."},
+    )
+    target_reference: str = field(
+        default="start",
+        metadata={
+            "help": 'What the target is relative to: "start" (the start model) or "original" (the unpruned '
+            "model an HJPruned start model was cut from, as recorded in its config: continuing to prune to a "
+            "higher total reduction)."
+        },
+    )
+    target_tolerance: float | None = field(
+        default=0.01,
+        metadata={
+            "help": "At the end of pruning, units are taken away (lowest gate logit first) or given back until "
+            "the reduction is within this of the target, so a run that ends off target still lands on it "
+            "(null: export the gates as they are)."
+        },
+    )
+    final_finetune_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After pruning, train the fixed pruned structure for this many more steps (its own warm-up "
+            "and decay; 0: none)."
+        },
+    )
+    final_finetune_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate of the final fine-tune (default: `learning_rate`)."},
+    )
+    distillation: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Learn from a dense teacher too (`hf_hjprune.distill.DistillationConfig`: `teacher`, "
+            "`temperature`, `logits_weight`, `hidden_weight`, `hidden_layers`, `task_weight`), while pruning "
+            "and in the final fine-tune."
+        },
+    )
+    seconds: float = field(
+        default=1.0, metadata={"help": "Audio length for MACs counts (attention cost grows with its square)."}
+    )
+    max_steps: int = field(default=1000, metadata={"help": "Number of optimizer updates."})
+    batch_size: int = field(default=8, metadata={"help": "Utterances per batch and process."})
+    eval_batch_size: int | None = field(
+        default=None, metadata={"help": "The same for evaluation (default: `batch_size`)."}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer update."})
+    learning_rate: float = field(
+        default=2e-4, metadata={"help": "Peak learning rate of the model weights (linear warm-up and decay)."}
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "The same for the task head (`lm_head`, or `projector`, `classifier` and `layer_weights`), "
+            "which starts from scratch; default: `learning_rate`."
+        },
+    )
+    gate_learning_rate: float = field(
+        default=2e-2, metadata={"help": "Constant learning rate of the gate logits."}
+    )
+    lambda_learning_rate: float = field(
+        default=2e-2, metadata={"help": "Constant learning rate (ascent) of the Lagrange multipliers."}
+    )
+    lambda_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep λ1 within ±this (anti-windup against overshooting the target); null: unbounded."
+        },
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the model weights."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping of the model weights."})
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate on validation every this many steps (0: only at the end)."}
+    )
+    checkpoint_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every this many steps (0: never)."}
+    )
+    keep_checkpoints: int = field(
+        default=0, metadata={"help": "How many of the latest checkpoints to keep (0: all)."}
+    )
+    log_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of initialisation, data order, gate sampling and dropout."}
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": '"no", "fp16" or "bf16" (passed to `accelerate.Accelerator`).'}
+    )
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    output_dir: str = field(
+        default="outputs/run",
+        metadata={"help": "Where metrics, checkpoints, the final model and `summary.json` go."},
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self)
-        named_choices = (
-            ("task", TASKS),
-            ("variant", tuple(VARIANTS)),
-            ("mixed_precision", MIXED_PRECISION),
-            ("init", INITS),
+        self._check_choices(
+            {"task": TASKS, "variant": tuple(VARIANTS), "mixed_precision": MIXED_PRECISION, "init": INITS}
         )
-        for name, choices in named_choices:
-            value = getattr(self, name)
-            if value not in choices:
-                raise HJPruneInputError(
-                    f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
-                )
         resolve_model(
             self.model
         )  # an unknown `tiny:` or `pretrained:` name fails here, listing the known ones
@@ -171,12 +320,12 @@ class Recipe:
             raise HJPruneInputError(
                 f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
             )
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"):
-            if getattr(self, name) < 1:
-                raise HJPruneInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise HJPruneInputError(f"{name} must not be negative, got {getattr(self, name)}")
+        self._check_at_least_one(
+            "max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"
+        )
+        self._check_not_negative(
+            "eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"
+        )
         for name in (
             "learning_rate",
             "head_learning_rate",
@@ -189,20 +338,10 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and not value > 0:  # also rejects NaN
                 raise HJPruneInputError(f"{name} must be positive, got {value}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise HJPruneInputError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
-        if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise HJPruneInputError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        if self.target_warmup_ratio is not None and not 0.0 <= self.target_warmup_ratio <= 1.0:
-            raise HJPruneInputError(f"target_warmup_ratio must be in [0, 1], got {self.target_warmup_ratio}")
-        if self.target_reference not in TARGET_REFERENCES:
-            raise HJPruneInputError(
-                f"target_reference must be one of {', '.join(TARGET_REFERENCES)}, got {self.target_reference!r}"
-            )
-        if self.final_finetune_steps < 0:
-            raise HJPruneInputError(
-                f"final_finetune_steps must not be negative, got {self.final_finetune_steps}"
-            )
+        self._check_at_least_one("eval_batch_size")
+        self._check_ratio("warmup_ratio", "target_warmup_ratio")
+        self._check_choices({"target_reference": TARGET_REFERENCES})
+        self._check_not_negative("final_finetune_steps")
         if self.final_finetune_steps and self.variant == "none":
             raise HJPruneInputError(
                 "final_finetune_steps is for pruning runs; with variant: none, raise max_steps"
@@ -256,34 +395,41 @@ class Recipe:
             return self.num_warmup_steps
         return round(self.target_warmup_ratio * self.max_steps)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
-        """A recipe from a mapping.
-
-        Raises:
-            HJPruneInputError: An unknown key (with the closest known one), a value of the wrong type or
-                out of range; the message starts with `source`.
-        """
-        if not isinstance(values, dict):
-            raise HJPruneInputError(
-                f"{source} must be a mapping of recipe fields, got {type(values).__name__}"
-            )
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(values) - set(known)
-        if unknown:
-            raise HJPruneInputError(unknown_keys_message(unknown, known, source, what="recipe key"))
-        try:
-            return cls(**values)
-        except HJPruneInputError as err:
-            raise HJPruneInputError(f"{source}: {err}") from None
+def available_recipes(directory: Path = RECIPES_DIR) -> list[str]:
+    """Names of the recipes shipped with the package (the training ones, or those in `directory`)."""
+    return sorted(path.stem for path in directory.glob("*.yaml"))
 
 
-def available_recipes() -> list[str]:
-    """Names of the recipes shipped with the package."""
-    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, recipe_class: type[RecipeBase], directory: Path
+) -> None:
+    """The arguments that `hjprune train` and `hjprune pretrain` share: a recipe of `recipe_class` (a
+    file, or a name in `directory`), `--set`, `--output-dir` and `--resume`. The recipe's fields, with
+    their defaults and help, are listed after the options."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the lines of the listing
+    parser.epilog = recipe_class.fields_help()
+    parser.add_argument(
+        "recipe",
+        help=f"a YAML recipe file, or the name of a shipped recipe: {', '.join(available_recipes(directory))}",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field (YAML value; dotted keys reach into mappings, e.g. data_options.num_train=64)",
+    )
+    parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in the output dir"
+    )
+
+
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's `--set` overrides, with `--output-dir` as the last one."""
+    return [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
@@ -306,7 +452,7 @@ def read_recipe_values(
     if not path.is_file():
         path = directory / f"{name_or_path}.yaml"
         if not path.is_file():
-            name, shipped = os.fspath(name_or_path), sorted(p.stem for p in directory.glob("*.yaml"))
+            name, shipped = os.fspath(name_or_path), available_recipes(directory)
             raise HJPruneInputError(
                 f"unknown recipe {name!r}{did_you_mean(name, shipped)}: not a YAML file, nor one of the shipped "
                 f"recipes: {', '.join(shipped)}"

@@ -12,6 +12,16 @@ A run writes to `output_dir`: `metrics.jsonl` (and TensorBoard logs when tensorb
 converted files). Every file is written crash-safely (`hf_hjprune.atomic`): a run killed at any
 moment resumes with `--resume` to the same final weights as an uninterrupted run, and SIGTERM (what
 job schedulers send) saves a checkpoint before the process exits.
+
+Map of this module, in order: the pieces of a run's state (`EpochSampler`, `JsonlTracker`, `Progress`)
+→ the start model (`load_start_config`, `load_tokenizer`, `load_feature_extractor`, `load_label2id`,
+`build_model`) → `evaluate` → data (`build_dataloaders`, `build_ood_dataloader`, `prepare_data`) → one
+update (`task_loss`, `build_optimizer`) → accelerator, checkpoints and stopping (`build_accelerator`,
+`save_checkpoint`, `StopSignal`, `end_of_step`, `load_checkpoint`, `start_tracking`, `end_trackers`,
+`end_process_group`; `hf_hjprune.pretrain` uses them too) → `train()` in numbered phases: `_set_up_run`
+(1. checks, 2. data and model, 3. dataloaders and optimizer, 4. resume or evaluate), `_train_loop`
+(5. train), `_finish_run` (6. export and summary), sharing a `TrainingRun` → `train_with_final_finetune`
+(prune, then fine-tune) and `train_all` (several runs) → `add_arguments` / `run` / `main` (the command line).
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jiwer
 import numpy as np
@@ -84,7 +94,7 @@ from .errors import HJPruneInputError, did_you_mean
 from .memory import peak_rss_mib
 from .progress import ProgressReporter, quiet_progress_bars
 from .pruner import HJPruner
-from .recipes import Recipe, available_recipes, load_recipe
+from .recipes import RECIPES_DIR, Recipe, add_recipe_arguments, load_recipe, recipe_overrides
 from .start_models import load_start_model, load_start_model_config, resolve_model, start_model_file
 
 logger = get_logger(__name__)
@@ -689,6 +699,38 @@ class StopSignal:
         raise TrainingStopped(received, step, output_dir / "checkpoints" / f"step_{step}")
 
 
+def end_of_step(stop: StopSignal, accelerator: Accelerator, recipe: Any, output_dir: Path, step: int) -> None:
+    """Call after each optimizer update (on every process): save a checkpoint every `checkpoint_steps`;
+    before the last step, a requested stop saves one of this step (unless just saved) and raises
+    `TrainingStopped`."""
+    saved = bool(recipe.checkpoint_steps) and step % recipe.checkpoint_steps == 0
+    if saved:
+        save_checkpoint(accelerator, output_dir, step, recipe.keep_checkpoints)
+    if step < recipe.max_steps:  # after the last step the run finishes instead
+        stop.checkpoint_and_stop(accelerator, output_dir, step, recipe.keep_checkpoints, saved)
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path | None) -> Progress:
+    """The run's `Progress`, registered for checkpointing; with a `checkpoint`, it and everything
+    prepared by `accelerator` (model, optimizer, scheduler, RNG states) are loaded from it."""
+    progress = Progress()
+    accelerator.register_for_checkpointing(progress)
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}", main_process_only=True)
+        accelerator.load_state(str(checkpoint))
+    return progress
+
+
+def start_tracking(
+    accelerator: Accelerator, output_dir: Path, step: int, project: str, config: dict[str, Any] | None = None
+) -> None:
+    """Start the trackers, once `metrics.jsonl` holds only the records up to `step` (where the run
+    starts or resumes)."""
+    if accelerator.is_main_process:
+        _truncate_metrics(output_dir / "metrics.jsonl", step)
+    accelerator.init_trackers(project, config=config)
+
+
 def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
     """Recipe values as trackers accept them: scalars, anything else (mappings, None) as JSON."""
     return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in values.items()}
@@ -737,6 +779,46 @@ def export_difference(gated: nn.Module, exported: nn.Module, batch: dict[str, to
     return float(difference)
 
 
+@dataclass
+class TrainingRun:
+    """One run as `_set_up_run` builds it, for `_train_loop` and `_finish_run`.
+
+    It lives only inside `train`: the DDP-wrapped model it holds must be gone before the process group
+    is (see `end_process_group`).
+    """
+
+    recipe: Recipe
+    output_dir: Path
+    accelerator: Accelerator
+    model: PreTrainedModel  # the transformers model, which the pruner gates in place
+    pruner: HJPruner | None
+    trained: nn.Module  # the pruner, else the model, as `accelerator.prepare` wrapped it
+    distiller: Distiller | None
+    distill: nn.Module | None  # the distiller, wrapped when it has learned projections
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    tokenizer: Wav2Vec2CTCTokenizer | None  # ASR only
+    processor: Wav2Vec2Processor | Wav2Vec2FeatureExtractor  # saved with the final model
+    collator: SpeechCollator
+    splits: dict[str, PreparedSplit]
+    train_dataloader: DataLoader
+    validation_dataloader: DataLoader
+    test_dataloader: DataLoader
+    ood_dataloader: DataLoader | None
+    before: dict[str, Any]  # parameters and MACs of the start model
+    progress: Progress
+
+
+class TaskTargets(NamedTuple):
+    """What a run predicts and how a row's target becomes one: the tokenizer (ASR) or the labels (SLU)."""
+
+    tokenizer: Wav2Vec2CTCTokenizer | None
+    label2id: dict[str, int] | None
+    processor: Wav2Vec2Processor | Wav2Vec2FeatureExtractor
+    column: str
+    encode: Callable[[str], Any]
+
+
 def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """Run a recipe to the end and return its summary (also written to `output_dir/summary.json`).
 
@@ -750,6 +832,13 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     """
     if recipe.final_finetune_steps:
         return train_with_final_finetune(recipe, resume)
+    run = _set_up_run(recipe, resume)
+    _train_loop(run)
+    return _finish_run(run)
+
+
+def _set_up_run(recipe: Recipe, resume: bool) -> TrainingRun:
+    """Phases 1 to 4: check the input, build data, model, pruner and optimizer, resume or evaluate."""
     output_dir = Path(recipe.output_dir)
     checkpoint = _start(output_dir, resume)
     quiet_progress_bars()
@@ -769,53 +858,18 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         dataset = load_source(recipe.data, **recipe.data_options)
     check_columns(dataset, recipe.task)
     feature_extractor = load_feature_extractor(recipe)
-    tokenizer = label2id = None
-    if recipe.task == "asr":
-        tokenizer = load_tokenizer(recipe, list(dataset["train"]["text"]))
-        processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-        target_column = "text"
-
-        def encode(text: str) -> list[int]:
-            return tokenizer(normalize_transcript(text)).input_ids
-    else:
-        label2id = load_label2id(recipe, list(dataset["train"]["intent"]), start_config)
-        processor = feature_extractor
-        target_column = "intent"
-        encode = label2id.get  # None for an intent unseen in training: the row is skipped
-
-    model = build_model(recipe, tokenizer, label2id)
+    targets = _task_targets(recipe, dataset, start_config, feature_extractor)
+    model = build_model(recipe, targets.tokenizer, targets.label2id)
     before = {"params": count_params(model).as_dict(), "macs": count_macs(model, recipe.seconds).as_dict()}
     # The pruner gates the model in place; keep the starting model aside for its evaluation.
     starting_model = copy.deepcopy(model) if recipe.variant != "none" and checkpoint is None else model
-    pruner = None
-    if recipe.variant != "none":
-        pruner = HJPruner(
-            model,
-            variant=recipe.variant,
-            target=recipe.target,
-            warmup_steps=recipe.num_target_warmup_steps,
-            target_reference=recipe.target_reference,
-            lambda_clip=recipe.lambda_clip,
-            seconds=recipe.seconds,
-            prune_blocks=recipe.prune_blocks,
-            round_to=recipe.round_to,
-        )
+    pruner = _build_pruner(recipe, model)
 
     # 3. Decode and check every audio file once, then the dataloaders, optimizer and schedule.
-    splits = {
-        split: prepare_split(
-            dataset[split],
-            target_column,
-            encode,
-            split,
-            keep_audio=recipe.cache_audio,
-            max_seconds=recipe.max_audio_seconds,
-        )
-        for split in SPLITS
-    }
+    splits = {split: _prepare_split(recipe, dataset[split], targets, split) for split in SPLITS}
     collator = SpeechCollator(feature_extractor)
     train_dataloader, validation_dataloader, test_dataloader = build_dataloaders(recipe, splits, collator)
-    ood_dataloader = build_ood_dataloader(recipe, dataset["test"], target_column, encode, collator)
+    ood_dataloader = build_ood_dataloader(recipe, dataset["test"], targets.column, targets.encode, collator)
     distiller = None
     if recipe.distillation is not None:
         distiller = Distiller(DistillationConfig.from_dict(recipe.distillation), model, recipe.task)
@@ -832,98 +886,152 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     distill = distiller
     if distiller is not None and distiller.needs_hidden_states:  # learned projections: synchronised
         distill = accelerator.prepare(distiller)
-    progress = Progress()
-    accelerator.register_for_checkpointing(progress)
+    progress = load_checkpoint(accelerator, checkpoint)
 
     # 4. Resume, or evaluate the starting model.
     if checkpoint is not None:
-        logger.info(f"Resuming from {checkpoint}", main_process_only=True)
-        accelerator.load_state(str(checkpoint))
         if progress.batches_in_epoch >= len(train_dataloader):
             progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
     else:
         progress.metrics_before = evaluate(
-            starting_model.to(accelerator.device), test_dataloader, accelerator, tokenizer
+            starting_model.to(accelerator.device), test_dataloader, accelerator, targets.tokenizer
         )
         logger.info(f"Test metrics before training: {progress.metrics_before}", main_process_only=True)
     del starting_model
-    if accelerator.is_main_process:
-        _truncate_metrics(output_dir / "metrics.jsonl", progress.step)
-    accelerator.init_trackers("hjprune", config=_flat_config(recipe.to_dict()))
+    start_tracking(accelerator, output_dir, progress.step, "hjprune", config=_flat_config(recipe.to_dict()))
+    return TrainingRun(
+        recipe, output_dir, accelerator, model, pruner, trained, distiller, distill, optimizer, scheduler,
+        targets.tokenizer, targets.processor, collator, splits, train_dataloader, validation_dataloader,
+        test_dataloader, ood_dataloader, before, progress,
+    )  # fmt: skip
 
+
+def _task_targets(
+    recipe: Recipe, dataset: Any, start_config: PretrainedConfig, feature_extractor: Wav2Vec2FeatureExtractor
+) -> TaskTargets:
+    """The tokenizer over the training transcripts (ASR) or the labels over the training intents (SLU)."""
+    if recipe.task == "asr":
+        tokenizer = load_tokenizer(recipe, list(dataset["train"]["text"]))
+
+        def encode(text: str) -> list[int]:
+            return tokenizer(normalize_transcript(text)).input_ids
+
+        processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+        return TaskTargets(tokenizer, None, processor, "text", encode)
+    label2id = load_label2id(recipe, list(dataset["train"]["intent"]), start_config)
+    # `encode` gives None for an intent unseen in training: the row is skipped.
+    return TaskTargets(None, label2id, feature_extractor, "intent", label2id.get)
+
+
+def _prepare_split(recipe: Recipe, split: Any, targets: TaskTargets, name: str) -> PreparedSplit:
+    """`prepare_split` with the recipe's audio settings: every file decoded and checked once."""
+    return prepare_split(split, targets.column, targets.encode, name, keep_audio=recipe.cache_audio,
+                         max_seconds=recipe.max_audio_seconds)  # fmt: skip
+
+
+def _build_pruner(recipe: Recipe, model: PreTrainedModel) -> HJPruner | None:
+    """The recipe's `HJPruner` around `model` (gated in place), or None for dense fine-tuning."""
+    if recipe.variant == "none":
+        return None
+    return HJPruner(
+        model,
+        variant=recipe.variant,
+        target=recipe.target,
+        warmup_steps=recipe.num_target_warmup_steps,
+        target_reference=recipe.target_reference,
+        lambda_clip=recipe.lambda_clip,
+        seconds=recipe.seconds,
+        prune_blocks=recipe.prune_blocks,
+        round_to=recipe.round_to,
+    )
+
+
+def _train_loop(run: TrainingRun) -> None:
+    """Phase 5: train to `max_steps`, logging, evaluating and saving checkpoints as the recipe asks.
+
+    Raises:
+        TrainingStopped: A SIGTERM arrived; a checkpoint of the last finished step was saved.
+    """
+    recipe, accelerator, progress = run.recipe, run.accelerator, run.progress
     # 5. Train: one optimizer update per `gradient_accumulation_steps` batches; SIGTERM stops after one.
-    model_parameters = list(model.parameters())
+    model_parameters = list(run.model.parameters())
     window = torch.zeros(3, device=accelerator.device)  # task loss, penalty, batches since the last log
     reporter = ProgressReporter(
         recipe.max_steps, progress.step, enabled=accelerator.is_local_main_process, logger=logger.logger
     )
-    trained.train()
+    run.trained.train()
     started, seconds_before = time.perf_counter(), progress.train_seconds
     with StopSignal() as stop, contextlib.closing(reporter):
         while progress.step < recipe.max_steps:
-            train_dataloader.set_epoch(progress.epoch)
-            batches = accelerator.skip_first_batches(train_dataloader, progress.batches_in_epoch)
+            run.train_dataloader.set_epoch(progress.epoch)
+            batches = accelerator.skip_first_batches(run.train_dataloader, progress.batches_in_epoch)
             for batch in batches:
-                with accelerator.accumulate(trained):
-                    loss, objective = task_loss(trained, batch, distiller, distill, model)
-                    penalty = pruner.penalty(progress.step) if pruner is not None else torch.zeros_like(loss)
+                with accelerator.accumulate(run.trained):
+                    loss, objective = task_loss(run.trained, batch, run.distiller, run.distill, run.model)
+                    penalty = (
+                        run.pruner.penalty(progress.step)
+                        if run.pruner is not None
+                        else torch.zeros_like(loss)
+                    )
                     accelerator.backward(objective + penalty)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model_parameters, recipe.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+                    run.optimizer.step()
+                    run.optimizer.zero_grad()
                 progress.batches_in_epoch += 1
                 window += torch.stack([loss.detach(), penalty.detach(), torch.ones_like(loss)]).float()
                 if not accelerator.sync_gradients:
                     continue
 
-                scheduler.step()
+                run.scheduler.step()
                 progress.step += 1
                 progress.train_seconds = seconds_before + time.perf_counter() - started
-                if progress.step % recipe.log_steps == 0:
-                    loss_sum, penalty_sum, count = accelerator.reduce(window, reduction="sum").tolist()
-                    window.zero_()
-                    metrics = {
-                        "train/loss": loss_sum / count,
-                        "train/penalty": penalty_sum / count,
-                        "train/lr": scheduler.get_last_lr()[0],
-                        "train/seconds": progress.train_seconds,
-                    }
-                    if pruner is not None:
-                        metrics.update(
-                            {f"pruning/{name}": value for name, value in pruner.stats(progress.step).items()}
-                        )
-                    accelerator.log(metrics, step=progress.step)
-                    reporter.update(progress.step, _display_values(metrics))
-                else:
-                    reporter.update(progress.step)
-                if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
-                    metrics = evaluate(trained, validation_dataloader, accelerator, tokenizer)
-                    accelerator.log(
-                        {f"validation/{name}": value for name, value in metrics.items()}, step=progress.step
-                    )
-                saved = bool(recipe.checkpoint_steps) and progress.step % recipe.checkpoint_steps == 0
-                if saved:
-                    save_checkpoint(accelerator, output_dir, progress.step, recipe.keep_checkpoints)
+                _log_step(run, window, reporter)
+                end_of_step(stop, accelerator, recipe, run.output_dir, progress.step)
                 if progress.step >= recipe.max_steps:
                     break
-                stop.checkpoint_and_stop(
-                    accelerator, output_dir, progress.step, recipe.keep_checkpoints, saved
-                )
             else:
                 progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
 
+
+def _log_step(run: TrainingRun, window: torch.Tensor, reporter: ProgressReporter) -> None:
+    """After an optimizer update: log the training metrics every `log_steps` (means over the batches
+    since the last log, then `window` restarts) and the validation metrics every `eval_steps`."""
+    recipe, accelerator, step = run.recipe, run.accelerator, run.progress.step
+    if step % recipe.log_steps == 0:
+        loss_sum, penalty_sum, count = accelerator.reduce(window, reduction="sum").tolist()
+        window.zero_()
+        metrics = {
+            "train/loss": loss_sum / count,
+            "train/penalty": penalty_sum / count,
+            "train/lr": run.scheduler.get_last_lr()[0],
+            "train/seconds": run.progress.train_seconds,
+        }
+        if run.pruner is not None:
+            metrics.update({f"pruning/{name}": value for name, value in run.pruner.stats(step).items()})
+        accelerator.log(metrics, step=step)
+        reporter.update(step, _display_values(metrics))
+    else:
+        reporter.update(step)
+    if recipe.eval_steps and step % recipe.eval_steps == 0:
+        metrics = evaluate(run.trained, run.validation_dataloader, accelerator, run.tokenizer)
+        accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=step)
+
+
+def _finish_run(run: TrainingRun) -> dict[str, Any]:
+    """Phase 6: export the pruned model, evaluate it, and write the model and `summary.json`."""
+    recipe, accelerator = run.recipe, run.accelerator
     # 6. Export, evaluate and write the model and the summary, each complete or not at all.
     accelerator.wait_for_everyone()
     adjusted = (
-        pruner.match_target(recipe.target_tolerance)
-        if pruner is not None and recipe.target_tolerance is not None
+        run.pruner.match_target(recipe.target_tolerance)
+        if run.pruner is not None and recipe.target_tolerance is not None
         else None
     )
-    final = pruner.export() if pruner is not None else model
-    metrics_after = evaluate(final, test_dataloader, accelerator, tokenizer)
+    final = run.pruner.export() if run.pruner is not None else run.model
+    metrics_after = evaluate(final, run.test_dataloader, accelerator, run.tokenizer)
     logger.info(f"Test metrics after training: {metrics_after}", main_process_only=True)
-    model_dir = output_dir / "model"
+    model_dir = run.output_dir / "model"
     partial = model_dir.with_name(model_dir.name + ".partial")
     if accelerator.is_main_process:
         partial_directory(model_dir)
@@ -931,6 +1039,22 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     final.save_pretrained(
         partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save
     )
+    summary = _summary(run, final, metrics_after, adjusted)
+    if accelerator.is_main_process:
+        run.processor.save_pretrained(partial)
+        publish_directory(partial, model_dir)
+        atomic_write_json(run.output_dir / "summary.json", summary)
+    accelerator.wait_for_everyone()
+    end_trackers(accelerator)
+    return summary
+
+
+def _summary(
+    run: TrainingRun, final: PreTrainedModel, metrics_after: dict[str, float], adjusted: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The run's `summary.json`; evaluates `final` on the out-of-domain test set, and (on every process)
+    the export against the gated model."""
+    recipe, accelerator, progress, splits = run.recipe, run.accelerator, run.progress, run.splits
     summary = {
         "recipe": recipe.to_dict(),
         "variant": recipe.variant,
@@ -938,10 +1062,10 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
         "steps": progress.step,
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
-        "params": {"before": before["params"], "after": count_params(final).as_dict()},
+        "params": {"before": run.before["params"], "after": count_params(final).as_dict()},
         "macs": {
             "seconds": recipe.seconds,
-            "before": before["macs"],
+            "before": run.before["macs"],
             "after": count_macs(final, recipe.seconds).as_dict(),
         },
         "metrics": {"before": progress.metrics_before, "after": metrics_after},
@@ -950,27 +1074,21 @@ def train(recipe: Recipe, resume: bool = False) -> dict[str, Any]:
     }
     if recipe.ood_test is not None:
         summary["ood_test"] = {"source": recipe.ood_test}
-        if ood_dataloader is None:
+        if run.ood_dataloader is None:
             summary["ood_test"]["skipped"] = "flite is not installed"
         else:
-            summary["ood_test"]["metrics"] = evaluate(final, ood_dataloader, accelerator, tokenizer)
+            summary["ood_test"]["metrics"] = evaluate(final, run.ood_dataloader, accelerator, run.tokenizer)
             logger.info(f"Out-of-domain ({recipe.ood_test}) test metrics: {summary['ood_test']['metrics']}",
                         main_process_only=True)  # fmt: skip
-    if pruner is not None:
-        summary["pruning"] = pruner.stats(progress.step)
+    if run.pruner is not None:
+        summary["pruning"] = run.pruner.stats(progress.step)
         if adjusted is not None:
             summary["pruning"] |= {"units_removed_to_meet_target": adjusted["removed"],
                                    "units_added_to_meet_target": adjusted["added"]}  # fmt: skip
         test_items = [splits["test"][i] for i in range(min(len(splits["test"]), recipe.batch_size))]
-        batch = {name: value.to(accelerator.device) for name, value in collator(test_items).items()}
-        summary["export_max_abs_difference"] = export_difference(model, final, batch)
+        batch = {name: value.to(accelerator.device) for name, value in run.collator(test_items).items()}
+        summary["export_max_abs_difference"] = export_difference(run.model, final, batch)
     summary["peak_rss_mib"] = gather_object([peak_rss_mib()])  # one per process
-    if accelerator.is_main_process:
-        processor.save_pretrained(partial)
-        publish_directory(partial, model_dir)
-        atomic_write_json(output_dir / "summary.json", summary)
-    accelerator.wait_for_everyone()
-    end_trackers(accelerator)
     return summary
 
 
@@ -1115,29 +1233,13 @@ def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hjprune train` and `python -m hf_hjprune.train`."""
-    parser.add_argument(
-        "recipe",
-        help=f"a YAML recipe file, or the name of a shipped recipe: {', '.join(available_recipes())}",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe field (YAML value; dotted keys reach into mappings, e.g. data_options.num_train=64)",
-    )
-    parser.add_argument("--output-dir", help="where the run writes (same as --set output_dir=DIR)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in the output dir"
-    )
+    add_recipe_arguments(parser, Recipe, RECIPES_DIR)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe named on the command line and train it; a run stopped by SIGTERM exits with 143."""
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
     try:
-        train(load_recipe(args.recipe, overrides), resume=args.resume)
+        train(load_recipe(args.recipe, recipe_overrides(args)), resume=args.resume)
     except TrainingStopped as stopped:
         _log(logging.WARNING, str(stopped))
         status = stopped.exit_status

@@ -15,7 +15,7 @@ from hf_hjprune.data.real import (
     ColumnMapping,
     load_librispeech,
     load_slurp,
-    normalize_transcript,
+    to_lowercase_letters,
 )
 
 SR = 16_000
@@ -193,8 +193,8 @@ def assert_decodes(row) -> None:
         ("", ""),
     ],
 )
-def test_normalize_transcript(text, expected):
-    assert normalize_transcript(text) == expected
+def test_to_lowercase_letters(text, expected):
+    assert to_lowercase_letters(text) == expected
 
 
 # --- LibriSpeech ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from .audio import AUDIO_ERROR_REASONS, AudioError, DecodedAudio, decode_audio, load_audio
 from .corpus import FEATURES, INTENTS, SCENARIOS, SPLITS, TEST_ONLY_TEMPLATES, build_corpus, load_corpus
-from .real import ColumnMapping, load_librispeech, load_slurp, normalize_transcript
+from .real import ColumnMapping, load_librispeech, load_slurp, to_lowercase_letters
 from .speech_synth import (
     ACCENTS,
     SAMPLE_RATE,
@@ -34,7 +34,7 @@ __all__ = [
     "load_corpus",
     "load_librispeech",
     "load_slurp",
-    "normalize_transcript",
     "synthesize",
     "synthesize_batch",
+    "to_lowercase_letters",
 ]

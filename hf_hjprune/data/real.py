@@ -116,7 +116,7 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 _NOT_ALLOWED = re.compile(r"[^a-z' ]+")
 
 
-def normalize_transcript(text: str) -> str:
+def to_lowercase_letters(text: str) -> str:
     """Lower-case `text`, strip accents, and keep only the letters a-z, apostrophes and single spaces.
 
     Any other character (punctuation, digits) becomes a word boundary, so `"Hello,world!"` gives
@@ -152,7 +152,7 @@ def load_librispeech(
         config: Dataset config (subset).
         streaming: Return an [`IterableDatasetDict`] that reads the data as it is iterated.
         columns: Source columns of the schema.
-        normalize_text: Normalise transcripts with [`normalize_transcript`] (LibriSpeech is upper-case).
+        normalize_text: Normalise transcripts with [`to_lowercase_letters`] (LibriSpeech is upper-case).
         **load_kwargs: Passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`, `token`, `num_proc`).
 
     Raises:
@@ -201,7 +201,7 @@ def load_slurp(
         columns: Source columns of the schema; set `scenario` and `action` for a layout that has them.
         annotations: SLURP's annotation JSON-lines (`dataset/slurp/*.jsonl` of github.com/pswietojanski/slurp),
             as a file or a directory of `.jsonl` files, joined with the `columns.id` column on `slurp_id`.
-        normalize_text: Normalise transcripts with [`normalize_transcript`].
+        normalize_text: Normalise transcripts with [`to_lowercase_letters`].
         **load_kwargs: Passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`, `token`, `num_proc`).
 
     Raises:
@@ -303,7 +303,7 @@ def _to_schema(
     for name in sources.keys() - {"audio"}:
         ds = _as_string(ds, name)
     if normalize_text:
-        ds = _replace(ds, "text", normalize_transcript, ["text"])
+        ds = _replace(ds, "text", to_lowercase_letters, ["text"])
     if intents_by_id is not None:
         ds = _replace(ds, "intent", lambda uid: _lookup(intents_by_id, uid, where), ["id"])
     elif "scenario" in sources:

@@ -1,0 +1,45 @@
+"""Recipe fields document themselves: each has help in its metadata, and `--help` lists them all."""
+
+import dataclasses
+
+import pytest
+
+from hf_hjprune import cli
+from hf_hjprune import train as train_module
+from hf_hjprune.pretrain import PretrainRecipe
+from hf_hjprune.recipes import Recipe
+
+
+@pytest.mark.parametrize("recipe_class", [Recipe, PretrainRecipe])
+def test_every_recipe_field_has_help(recipe_class):
+    for f in dataclasses.fields(recipe_class):
+        assert f.metadata.get("help", "").strip(), f"{recipe_class.__name__}.{f.name} has no help"
+
+
+@pytest.mark.parametrize(
+    "argv, recipe_class",
+    [
+        (["train", "--help"], Recipe),
+        (["pretrain", "--help"], PretrainRecipe),
+    ],
+)
+def test_help_lists_every_recipe_field(argv, recipe_class, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    assert_lists_fields(capsys.readouterr().out, recipe_class)
+
+
+def test_module_help_lists_every_recipe_field(capsys):
+    with pytest.raises(SystemExit):
+        train_module.main(["--help"])
+    assert_lists_fields(capsys.readouterr().out, Recipe)
+
+
+def assert_lists_fields(text, recipe_class):
+    lines = text.splitlines()
+    for f in dataclasses.fields(recipe_class):
+        (row,) = [i for i, line in enumerate(lines) if line.startswith(f"  {f.name}: ")]
+        first_words = " ".join(f.metadata["help"].split()[:3])
+        assert lines[row + 1].strip().startswith(first_words), (f.name, lines[row + 1])
+    assert "  max_steps: 1000" in lines or "  max_steps: 10000" in lines  # the default follows the name
