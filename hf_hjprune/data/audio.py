@@ -104,19 +104,46 @@ def decode_audio(
             (`"too_long"`), or is silent (`"silent"`).
         FileNotFoundError: `source` is a path that does not exist.
     """
+    name, size, file = _open_source(source)
+    audio, sample_rate, channels = _read_whole(name, size, file, max_seconds)
+
+    if audio.size == 0:
+        raise AudioError(name, "empty", "the file contains no samples.")
+    if not np.isfinite(audio).all():
+        raise AudioError(name, "nan", "the file contains NaN or infinite samples.")
+    audio = audio.mean(axis=1, dtype=np.float32)
+    if sample_rate != target_sr:
+        audio = soxr.resample(audio, sample_rate, target_sr, quality="HQ").astype(np.float32, copy=False)
+    if len(audio) < min_samples:
+        raise AudioError(
+            name,
+            "too_short",
+            f"{len(audio)} samples at {target_sr} Hz, fewer than the minimum of {min_samples}.",
+        )
+    peak = float(np.abs(audio).max())
+    if peak < silence_threshold:
+        raise AudioError(name, "silent", f"the peak amplitude {peak:.2e} is below {silence_threshold:.0e}.")
+    return DecodedAudio(np.ascontiguousarray(audio), sample_rate, channels)
+
+
+def _open_source(source: str | os.PathLike | bytes | Mapping[str, Any]) -> tuple[str, int, Any]:
+    """`(name, size in bytes, what soundfile opens)` of a path, bytes or `datasets` audio dict."""
     if isinstance(source, Mapping):
         data, path = source.get("bytes"), source.get("path")
         source = data if data is not None else path
         if source is None:
             raise ValueError("An audio dict needs a 'bytes' or a 'path' entry.")
     if isinstance(source, bytes | bytearray):
-        name, size, file = "<bytes>", len(source), io.BytesIO(source)
-    else:
-        name = os.fspath(source)
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"No audio file at {name!r}.")
-        size, file = os.path.getsize(name), name
+        return "<bytes>", len(source), io.BytesIO(source)
+    name = os.fspath(source)
+    if not os.path.isfile(name):
+        raise FileNotFoundError(f"No audio file at {name!r}.")
+    return name, os.path.getsize(name), name
 
+
+def _read_whole(name: str, size: int, file: Any, max_seconds: float | None) -> tuple[np.ndarray, int, int]:
+    """`(frames × channels float32, sample rate, channels)`, or an `AudioError` for an empty, corrupt,
+    too long or truncated file (the length is checked from the header, before decoding)."""
     if size == 0:
         raise AudioError(name, "empty", "the file is empty (0 bytes).")
     try:
@@ -146,24 +173,7 @@ def decode_audio(
         raise AudioError(
             name, "truncated", f"the header announces {frames} frames, the file holds {len(audio)}."
         )
-
-    if audio.size == 0:
-        raise AudioError(name, "empty", "the file contains no samples.")
-    if not np.isfinite(audio).all():
-        raise AudioError(name, "nan", "the file contains NaN or infinite samples.")
-    audio = audio.mean(axis=1, dtype=np.float32)
-    if sample_rate != target_sr:
-        audio = soxr.resample(audio, sample_rate, target_sr, quality="HQ").astype(np.float32, copy=False)
-    if len(audio) < min_samples:
-        raise AudioError(
-            name,
-            "too_short",
-            f"{len(audio)} samples at {target_sr} Hz, fewer than the minimum of {min_samples}.",
-        )
-    peak = float(np.abs(audio).max())
-    if peak < silence_threshold:
-        raise AudioError(name, "silent", f"the peak amplitude {peak:.2e} is below {silence_threshold:.0e}.")
-    return DecodedAudio(np.ascontiguousarray(audio), sample_rate, channels)
+    return audio, sample_rate, channels
 
 
 def _declared_wav_bytes(extra_info: str) -> tuple[int, int] | None:

@@ -225,16 +225,9 @@ def synthesize_batch(
 
     Returns one mono float32 array per request, as [`synthesize`] would.
     """
-    payload = json.dumps({"sample_rate": sample_rate, "requests": [asdict(r) for r in requests]})
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve())],
-        input=payload.encode(),
-        capture_output=True,
-        check=False,
+    stream = io.BytesIO(
+        _run_worker({"sample_rate": sample_rate, "requests": [asdict(r) for r in requests]}, "synthesis")
     )
-    if result.returncode != 0:
-        raise SpeechSynthesisError(f"The synthesis worker failed:\n{result.stderr.decode(errors='replace')}")
-    stream = io.BytesIO(result.stdout)
     return [np.load(stream, allow_pickle=False) for _ in requests]
 
 
@@ -243,16 +236,22 @@ def phonemize_batch(requests: Sequence[SynthesisRequest]) -> list[str]:
 
     These are exactly the phonemes that [`synthesize`] speaks (rate, pitch and seed do not change them).
     """
-    payload = json.dumps({"phonemes": True, "requests": [asdict(r) for r in requests]})
+    return json.loads(
+        _run_worker({"phonemes": True, "requests": [asdict(r) for r in requests]}, "phonemizer")
+    )
+
+
+def _run_worker(payload: dict, what: str) -> bytes:
+    """Run this file as a worker process on the JSON `payload`; its standard output."""
     result = subprocess.run(
         [sys.executable, str(Path(__file__).resolve())],
-        input=payload.encode(),
+        input=json.dumps(payload).encode(),
         capture_output=True,
         check=False,
     )
     if result.returncode != 0:
-        raise SpeechSynthesisError(f"The phonemizer worker failed:\n{result.stderr.decode(errors='replace')}")
-    return json.loads(result.stdout)
+        raise SpeechSynthesisError(f"The {what} worker failed:\n{result.stderr.decode(errors='replace')}")
+    return result.stdout
 
 
 def _worker_main() -> None:
