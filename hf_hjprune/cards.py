@@ -27,7 +27,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import PretrainedConfig
 
 from .errors import HJPruneInputError
-from .pruner import VARIANTS
+from .pruner import DENSE, VARIANTS
 from .reporting import bench_markdown, change, markdown_table, percent, save_png, si, structure_figure
 from .start_models import TINY_PREFIX
 from .structure import FAMILIES, original_unit_counts, unit_counts
@@ -178,7 +178,7 @@ def _reduction(before: float, after: float) -> float:
 
 
 def _target_text(variant: str, target: Any) -> str:
-    if variant == "none" or target is None:
+    if variant == DENSE or target is None:
         return "none (dense fine-tuning)"
     if isinstance(target, Mapping):
         return f"{target['cnn']:.0%} fewer CNN MACs and {target['transformer']:.0%} fewer Transformer MACs"

@@ -72,7 +72,6 @@ from .atomic import atomic_write_json, partial_directory, publish_directory
 from .cost import count_macs, count_params
 from .data.augment import Augmentation
 from .data.collate import build_feature_extractor, build_tokenizer
-from .data.speech_synth import SAMPLE_RATE
 from .data.unlabeled import UnlabeledAudio, load_unlabeled
 from .errors import HJPruneInputError
 from .progress import ProgressReporter, quiet_progress_bars
@@ -87,7 +86,7 @@ from .recipes import (
     validate_fields,
 )
 from .start_models import load_start_model, new_model, resolve_model
-from .structure import FAMILIES, family_of
+from .structure import FAMILIES, SAMPLING_RATE, family_of
 from .targets import Codebook, layer_features, mfcc_features
 from .train import (
     JsonlTracker,
@@ -309,7 +308,7 @@ class PretrainRecipe(RecipeBase):
 
     @property
     def crop_samples(self) -> int:
-        return round(self.crop_seconds * SAMPLE_RATE)
+        return round(self.crop_seconds * SAMPLING_RATE)
 
     @classmethod
     def _unknown_keys_message(cls, unknown: set[str], known: list[str], source: str) -> str:
@@ -344,7 +343,7 @@ class WindowSampler:
         """`num_samples` consecutive samples, continuing into the next utterances where one ends."""
         if num_samples > self.total:
             raise HJPruneInputError(
-                f"the audio holds {self.total / SAMPLE_RATE:.1f} s, less than one {num_samples / SAMPLE_RATE:.1f} s window"
+                f"the audio holds {self.total / SAMPLING_RATE:.1f} s, less than one {num_samples / SAMPLING_RATE:.1f} s window"
             )
         position = int(rng.integers(self.total - num_samples + 1))
         index = int(np.searchsorted(self.starts, position, side="right")) - 1
@@ -434,9 +433,9 @@ class UtteranceBatches:
         )
         if not self.eligible:
             raise HJPruneInputError(
-                f"no transcribed utterance is at most {self.max_samples / SAMPLE_RATE:.1f} s long"
+                f"no transcribed utterance is at most {self.max_samples / SAMPLING_RATE:.1f} s long"
             )
-        self.mean_seconds = float(np.mean([lengths[i] for i in self.eligible])) / SAMPLE_RATE
+        self.mean_seconds = float(np.mean([lengths[i] for i in self.eligible])) / SAMPLING_RATE
 
     def __call__(self, *position: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, *position])
@@ -734,7 +733,7 @@ def ctc_task(recipe: PretrainRecipe, encoder: PreTrainedModel, train_audio: Unla
     model = family.stock_models["ctc"](config)
     getattr(model, family.base_model_prefix).load_state_dict(encoder.state_dict())
     objective = SupervisedCTC(model, family.base_model_prefix, tokenizer, recipe.ctc_targets)
-    max_samples = round(recipe.max_utterance_seconds * SAMPLE_RATE)
+    max_samples = round(recipe.max_utterance_seconds * SAMPLING_RATE)
 
     def batches(audio: UnlabeledAudio, texts: list[str], seed: int) -> UtteranceBatches:
         labels = [tokenizer(text).input_ids if text else [] for text in texts]
@@ -1048,10 +1047,10 @@ def _ctc_audio_hours(recipe: PretrainRecipe, summary: Mapping[str, Any]) -> floa
     """The hours of audio a `ctc` run heard: its utterances' mean length times the items it drew."""
     train_audio, _, _ = load_unlabeled(recipe.data, **recipe.data_options)
     texts = ctc_transcripts(recipe, train_audio)
-    max_samples = round(recipe.max_utterance_seconds * SAMPLE_RATE)
+    max_samples = round(recipe.max_utterance_seconds * SAMPLING_RATE)
     lengths = [n for n, text in zip(train_audio.lengths, texts) if text and n <= max_samples]
     return audio_hours(
-        recipe, summary["steps"], summary["num_processes"], float(np.mean(lengths)) / SAMPLE_RATE
+        recipe, summary["steps"], summary["num_processes"], float(np.mean(lengths)) / SAMPLING_RATE
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import HJPruneInputError, did_you_mean, unknown_keys_message
-from .pruner import VARIANTS
+from .pruner import DENSE, VARIANTS
 from .start_models import TINY_PREFIX as TINY_PREFIX  # re-exported: it was defined here before start_models
 from .start_models import resolve_model
 
@@ -342,7 +342,7 @@ class Recipe(RecipeBase):
         self._check_ratio("warmup_ratio", "target_warmup_ratio")
         self._check_choices({"target_reference": TARGET_REFERENCES})
         self._check_not_negative("final_finetune_steps")
-        if self.final_finetune_steps and self.variant == "none":
+        if self.final_finetune_steps and self.variant == DENSE:
             raise HJPruneInputError(
                 "final_finetune_steps is for pruning runs; with variant: none, raise max_steps"
             )

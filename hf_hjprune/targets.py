@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.speech_synth import SAMPLE_RATE
 from .errors import HJPruneInputError
+from .structure import SAMPLING_RATE
 
 MFCC_WINDOW = 400
 """Samples per MFCC frame: the receptive field of the wav2vec2 conv stack (25 ms)."""
@@ -36,7 +36,7 @@ def mfcc_features(audio: np.ndarray) -> np.ndarray:
         raise TargetError(f"{len(audio)} samples is shorter than one MFCC frame ({MFCC_WINDOW} samples)")
     mfcc = librosa.feature.mfcc(
         y=np.asarray(audio, dtype=np.float32),
-        sr=SAMPLE_RATE,
+        sr=SAMPLING_RATE,
         n_mfcc=13,
         n_fft=MFCC_WINDOW,
         hop_length=MFCC_HOP,

@@ -93,7 +93,7 @@ from .distill import DistillationConfig, Distiller
 from .errors import HJPruneInputError, did_you_mean
 from .memory import peak_rss_mib
 from .progress import ProgressReporter, quiet_progress_bars
-from .pruner import HJPruner
+from .pruner import DENSE, HJPruner
 from .recipes import RECIPES_DIR, Recipe, add_recipe_arguments, load_recipe, recipe_overrides
 from .start_models import load_start_model, load_start_model_config, resolve_model, start_model_file
 
@@ -862,7 +862,7 @@ def _set_up_run(recipe: Recipe, resume: bool) -> TrainingRun:
     model = build_model(recipe, targets.tokenizer, targets.label2id)
     before = {"params": count_params(model).as_dict(), "macs": count_macs(model, recipe.seconds).as_dict()}
     # The pruner gates the model in place; keep the starting model aside for its evaluation.
-    starting_model = copy.deepcopy(model) if recipe.variant != "none" and checkpoint is None else model
+    starting_model = copy.deepcopy(model) if recipe.variant != DENSE and checkpoint is None else model
     pruner = _build_pruner(recipe, model)
 
     # 3. Decode and check every audio file once, then the dataloaders, optimizer and schedule.
@@ -931,7 +931,7 @@ def _prepare_split(recipe: Recipe, split: Any, targets: TaskTargets, name: str) 
 
 def _build_pruner(recipe: Recipe, model: PreTrainedModel) -> HJPruner | None:
     """The recipe's `HJPruner` around `model` (gated in place), or None for dense fine-tuning."""
-    if recipe.variant == "none":
+    if recipe.variant == DENSE:
         return None
     return HJPruner(
         model,
@@ -1058,7 +1058,7 @@ def _summary(
     summary = {
         "recipe": recipe.to_dict(),
         "variant": recipe.variant,
-        "target": recipe.target if recipe.variant != "none" else None,
+        "target": recipe.target if recipe.variant != DENSE else None,
         "steps": progress.step,
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,

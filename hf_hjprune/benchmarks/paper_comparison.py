@@ -30,7 +30,7 @@ from typing import Any
 from ..atomic import atomic_write_json, atomic_write_text
 from ..demo import QUICK_MODEL, QUICK_OVERRIDES
 from ..errors import HJPruneInputError
-from ..pruner import PRUNING_VARIANTS
+from ..pruner import DENSE, PRUNING_VARIANTS
 from ..pruner import VARIANTS as ALL_VARIANTS
 from ..reporting import NOT_AVAILABLE, markdown_table, mean_percent, new_figure, results_page, save_png
 
@@ -182,7 +182,7 @@ def run_comparison(
 
     def recipe_of(run: Run):
         overrides = [*common, f"seed={run.seed}", f"output_dir={output_root / run.name}"]
-        if run.variant == "none":
+        if run.variant == DENSE:
             return load_recipe(DENSE_RECIPES[run.task], overrides)
         overrides += [f"variant={run.variant}", f"target={run.target}"]
         if run.lever == "finetune":
@@ -334,7 +334,7 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
     """Plain statements read off the results (generated, so they always match the numbers)."""
     _, title, higher = METRICS[task]
     entries = [entry for entry in aggregated if entry["task"] == task and "error" not in entry]
-    dense = next((entry for entry in entries if entry["variant"] == "none"), None)
+    dense = next((entry for entry in entries if entry["variant"] == DENSE), None)
 
     def better(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         return a["value"] > b["value"] if higher else a["value"] < b["value"]
@@ -382,9 +382,9 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
         _, title, _ = METRICS[task]
         axes = figure.add_subplot(1, len(tasks), index)
         entries = [entry for entry in result["aggregated"] if entry["task"] == task and "error" not in entry]
-        for label in dict.fromkeys(_label(entry) for entry in entries if entry["variant"] != "none"):
+        for label in dict.fromkeys(_label(entry) for entry in entries if entry["variant"] != DENSE):
             points = sorted(
-                (entry for entry in entries if entry["variant"] != "none" and _label(entry) == label),
+                (entry for entry in entries if entry["variant"] != DENSE and _label(entry) == label),
                 key=lambda entry: entry["macs_reduction"],
             )
             if points:
@@ -398,7 +398,7 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
                     label=label,
                 )
         for entry in entries:
-            if entry["variant"] == "none":
+            if entry["variant"] == DENSE:
                 axes.axhline(100 * entry["value"], color="black", linestyle="--", label="dense")
         axes.set_xlabel("fewer MACs than the start model (%)")
         axes.set_ylabel(f"{title} (%)")

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import HJPruneInputError
+from ..structure import SAMPLING_RATE
 from .audio import AudioError, load_audio
-from .speech_synth import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class AudioFolder:
         return len(self.files)
 
     def audio(self, index: int) -> np.ndarray:
-        return load_audio(self.files[index], SAMPLE_RATE)
+        return load_audio(self.files[index], SAMPLING_RATE)
 
 
 def _usable(files: list[Path]) -> tuple[list[Path], list[int], Counter]:
@@ -53,7 +53,7 @@ def _usable(files: list[Path]) -> tuple[list[Path], list[int], Counter]:
     usable, lengths, skipped = [], [], Counter()
     for path in files:
         try:
-            lengths.append(len(load_audio(path, SAMPLE_RATE)))
+            lengths.append(len(load_audio(path, SAMPLING_RATE)))
             usable.append(path)
         except AudioError as err:
             skipped[err.reason] += 1
@@ -99,7 +99,7 @@ def load_unlabeled(
             ("validation", sorted(held_out)),
         )
     }
-    hours = sum(split["train"].lengths) / SAMPLE_RATE / 3600
+    hours = sum(split["train"].lengths) / SAMPLING_RATE / 3600
     return (
         split["train"],
         split["validation"],
