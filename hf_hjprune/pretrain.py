@@ -96,8 +96,8 @@ from .train import (
     build_accelerator,
     checkpoints,
     end_of_step,
-    end_process_group,
     end_trackers,
+    exit_status_of,
     linear_schedule,
     load_checkpoint,
     start_tracking,
@@ -1104,18 +1104,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(e.g. step_1500) as a fine-tunable model in OUTPUT_DIR/model-STEP_DIR")  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Pretrain the recipe named on the command line (or export / ship a finished run); a run stopped
+    by SIGTERM exits with 143."""
     recipe = load_pretrain_recipe(args.recipe, recipe_overrides(args))
     if args.export:
         print(export_checkpoint(recipe, args.export))
     elif args.ship:
         print(ship_start_model(recipe, args.ship))
     else:
-        pretrain(recipe, resume=args.resume)
-        end_process_group()
+        return exit_status_of(lambda: pretrain(recipe, resume=args.resume))
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hf_hjprune.pretrain", description=__doc__.split("\n\n")[0]
     )
@@ -1123,10 +1125,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        run(args)
+        return run(args)
     except HJPruneInputError as err:  # TargetError included; anything else keeps its traceback
         parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

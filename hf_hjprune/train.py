@@ -1236,10 +1236,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser, Recipe, RECIPES_DIR)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the recipe named on the command line and train it; a run stopped by SIGTERM exits with 143."""
+def exit_status_of(training: Callable[[], Any]) -> int:
+    """Run `training` (a command's whole run) and end the process group: 0 when it finishes, 128 + the
+    signal's number when a SIGTERM stopped it after saving a checkpoint (said in the log)."""
     try:
-        train(load_recipe(args.recipe, recipe_overrides(args)), resume=args.resume)
+        training()
     except TrainingStopped as stopped:
         _log(logging.WARNING, str(stopped))
         status = stopped.exit_status
@@ -1247,6 +1248,12 @@ def run(args: argparse.Namespace) -> int:
         status = 0
     end_process_group()
     return status
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the recipe named on the command line and train it; a run stopped by SIGTERM exits with 143."""
+    recipe = load_recipe(args.recipe, recipe_overrides(args))
+    return exit_status_of(lambda: train(recipe, resume=args.resume))
 
 
 def main(argv: list[str] | None = None) -> int:

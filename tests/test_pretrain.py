@@ -3,14 +3,18 @@ end to end (both objectives, iteration 2, resume, two processes, bad input)."""
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import run_in_session
+from conftest import finish, run_in_session
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForCTC, HubertConfig, HubertModel
 
@@ -282,6 +286,35 @@ def test_accelerate_launch_two_processes(tmp_path, corpus_cache):
     summary = json.loads((output_dir / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["audio_hours_seen"] == pytest.approx(3 * 2 * 2 / 3600)
     AutoModel.from_pretrained(output_dir / "model")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_cache):
+    """`hjprune pretrain` stops on SIGTERM as `hjprune train` does: a checkpoint of the last step, a one-line
+    message, exit status 143, and `--resume` continues from it."""
+    run(corpus_cache, tmp_path / "warm", "max_steps=1", "eval_steps=0", "checkpoint_steps=0")  # the corpus
+    output_dir = tmp_path / "run"
+    overrides = quick(corpus_cache, output_dir, "max_steps=100000", "eval_steps=0", "checkpoint_steps=0")
+    command = [
+        sys.executable,
+        "-m",
+        "hf_hjprune.pretrain",
+        "tiny_test",
+        *(a for o in overrides for a in ("--set", o)),
+    ]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    metrics, deadline = output_dir / "metrics.jsonl", time.monotonic() + 300
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before the signal"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = finish(process, timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    stopped = re.search(r"stopped by SIGTERM at step (\d+); checkpoint saved in (\S+)", stderr)
+    assert stopped and "Traceback" not in stderr, stderr[-3000:]
+    assert (output_dir / "checkpoints" / f"step_{stopped.group(1)}").is_dir()
+    assert not (output_dir / "summary.json").exists()
 
 
 # --- bad input -------------------------------------------------------------------------------------------
