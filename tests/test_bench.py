@@ -278,8 +278,9 @@ def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
 
 
 def test_speed_table_renders_the_committed_results(tmp_path):
-    """The committed speed_table.json (written before `--experiments`, HuBERT and -70%) renders to the
-    committed speed_table.md byte for byte: rendering reads reductions and machine facts from the document."""
+    """The committed speed_table.json (a partial run: one family, three experiments) renders to the
+    committed speed_table.md byte for byte: rendering reads experiments, reductions and machine facts from
+    the document."""
     from hf_hjprune.benchmarks.speed_table.__main__ import RESULTS_DIR, main
 
     (tmp_path / "speed_table.json").write_bytes((RESULTS_DIR / "speed_table.json").read_bytes())

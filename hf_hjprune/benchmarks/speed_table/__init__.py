@@ -10,7 +10,7 @@ in PyTorch fp32 of the same run.
 
 - `measure`: the structures (`structure_for_reduction`), the experiments and `run_table`, which returns
   the JSON document;
-- `results`: reading that document, also one written by an older version;
+- `results`: reading that document;
 - `render`: `table_markdown`, the Markdown report of a document;
 - `findings`: its findings, numbers and machine facts taken from the document.
 """

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from transformers import Wav2Vec2Config
 
 from .measure import (
     ATTENTION_KERNEL,
@@ -25,7 +24,6 @@ from .measure import (
 from .results import (
     deployment_rows,
     efficiencies,
-    legacy,
     most_pruned,
     pair_rows,
     ran,
@@ -108,35 +106,15 @@ def _overall(result: Mapping[str, Any]) -> str:
     )
 
 
-def _positional_weight_elements(kernels: _Kernels) -> int:
-    """Elements of the positional conv weight recomputed in every pass (recorded since the findings quote
-    it; older documents: computed from the stock config the kernel used)."""
-    recorded = kernels.rows[(POSITIONAL_KERNEL, "whole module")].get("weight_elements")
-    if recorded is not None:
-        return recorded
-    config = Wav2Vec2Config()
-    groups = config.num_conv_pos_embedding_groups
-    return config.hidden_size * (config.hidden_size // groups) * config.num_conv_pos_embeddings
-
-
 def _positional_conv(result: Mapping[str, Any]) -> str:
     family, parts = _parts(result)
     kernels, most = _Kernels(result), parts.most
-    elements = _positional_weight_elements(kernels)
-    if legacy(result):  # measured before `optimize_for_inference` existed
-        remedy = (
-            "Folding the weight norm into the weight once for inference "
-            '(`torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")`) removes the recomputation.'
-        )
-    else:
-        remedy = (
-            "`optimize_for_inference(model)` folds the weight norm into the weight once and removes the "
-            + (
-                "recomputation (the deployment table's `PyTorch optimized` column)."
-                if ran(result, "deployment")
-                else "recomputation."
-            )
-        )
+    elements = kernels.rows[(POSITIONAL_KERNEL, "whole module")]["weight_elements"]
+    remedy = "`optimize_for_inference(model)` folds the weight norm into the weight once and removes the " + (
+        "recomputation (the deployment table's `PyTorch optimized` column)."
+        if ran(result, "deployment")
+        else "recomputation."
+    )
     return (
         f"- **Positional conv (not pruned).** In {family} at batch {parts.measured['batch_size']} × "
         f"{parts.measured['seconds']:g} s it holds {parts.share('dense', 'positional_conv', parts.macs):.1%} of "
@@ -216,11 +194,6 @@ def _multiples_of_8(result: Mapping[str, Any]) -> str:
     if not paid_off:
         machine = "this shared machine's" if shared_machine(result) else "this machine's"
         verdict = f" In whole models it did not pay off here ({machine} timings vary by a few percent)."
-    elif legacy(result):  # measured before `round_to` existed
-        verdict = (
-            " Worth doing when structures are exported, e.g. by rounding the kept counts of the deterministic "
-            f"masks to multiples of 8 (it paid off at batch {' and '.join(map(str, paid_off))})."
-        )
     else:
         verdict = (
             f" `round_to=8` does this when structures are exported (it paid off at batch "
@@ -250,15 +223,6 @@ def _wavlm_attention(result: Mapping[str, Any]) -> str:
     stock_12 = kernels.cpu_ms(ATTENTION_KERNEL, "stock, 12 heads")
     if pruned_12 <= 1.05 * stock_12:
         why = " The pruned layer's implementation costs no more than the stock one here."
-    elif legacy(result):  # measured the implementation of the time, before the bias was selected per head
-        why = (
-            " So pruned WavLM models pay a per-head overhead on long batched inputs. Every pruned layer gathers "
-            "its heads from the shared (batch·12, T, T) relative position bias (a copy), then gates it and adds "
-            "it to the scores in separate passes, where the stock layer gates in one pass and adds the bias "
-            "inside `F.multi_head_attention_forward`'s `baddbmm`. Selecting the kept heads of the (12, T, T) "
-            "bias before it is repeated over the batch and adding it with `torch.baddbmm` (in "
-            "`modeling_hjpruned_wavlm.py`) should remove most of it."
-        )
     else:
         why = (
             " So pruned WavLM models still pay an overhead on long batched inputs: each pruned layer selects its "

@@ -1,36 +1,25 @@
-"""Reading the speed table document of `measure.run_table`, including documents of older versions.
+"""Reading the speed table document of `measure.run_table`.
 
-Rendering takes everything from the document (structures, reductions, machine) rather than from the
-constants of `measure`, so that a document measured by an older version still renders as measured.
+Rendering takes everything from the document (experiments, structures, reductions, machine) rather than
+from the constants of `measure`, so that a partial run (`--families`, `--experiments`) renders as measured.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from .measure import EXPERIMENTS, RUNTIMES, label
-
-
-def legacy(result: Mapping[str, Any]) -> bool:
-    """Whether `result` was written before `--experiments` existed (the committed table of 2026-11-24): it
-    measured the pruned WavLM attention before its relative position bias was selected per kept head and
-    added with `torch.baddbmm`, and predates `optimize_for_inference` and `round_to`."""
-    return "experiments" not in result
+from .measure import RUNTIMES, label
 
 
 def ran(result: Mapping[str, Any], experiment: str) -> bool:
-    """Whether `result` has `experiment` (legacy results have every experiment but deployment)."""
-    return experiment in result.get("experiments", [e for e in EXPERIMENTS if e != "deployment"])
+    """Whether `result` has `experiment`."""
+    return experiment in result["experiments"]
 
 
 def reductions(result: Mapping[str, Any]) -> list[float]:
-    """The MACs reductions of the pruned structures, as recorded, else read from the structure names."""
-    if "reductions" in result:
-        return list(result["reductions"])
-    names = next(iter(result["families"].values()))["structures"]
-    return [int(match[1]) / 100 for name in names if (match := re.fullmatch(r"-(\d+)%", name))]
+    """The MACs reductions of the pruned structures."""
+    return list(result["reductions"])
 
 
 def most_pruned(result: Mapping[str, Any]) -> str:
