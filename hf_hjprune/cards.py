@@ -46,10 +46,6 @@ TASK_NAMES = {
     "asr": "speech recognition (CTC)",
     "slu": "intent classification (spoken language understanding)",
 }
-# Views of the registries (`structure.FAMILIES`, `pruner.VARIANTS`) by id, for the text below.
-FAMILY_NAMES = {name: family.display_name for name, family in FAMILIES.items()}
-VARIANT_TAGS = {name: variant.tag for name, variant in VARIANTS.items()}
-VARIANT_NAMES = {name: variant.description for name, variant in VARIANTS.items()}
 METRICS = {"asr": ("wer", "cer"), "slu": ("accuracy",)}
 METRIC_NAMES = {"wer": "WER", "cer": "CER", "accuracy": "Accuracy"}
 SYNTHETIC_DATASET = "synthetic-espeak-commands"
@@ -205,7 +201,7 @@ def _start_model_text(model: str, params_before: float, start: Mapping[str, Any]
             "checkpoint and is the reference of the tables below"
         )
     if model.startswith(TINY_PREFIX):
-        family = FAMILY_NAMES[model[len(TINY_PREFIX) :]]
+        family = FAMILIES[model[len(TINY_PREFIX) :]].display_name
         return (
             f"a tiny {family}-shaped model built in code with random weights (`{model}`, "
             f"{si(params_before)} parameters, no pre-training); there is no base model on the Hub"
@@ -556,7 +552,7 @@ def _card_data(
             "structured-pruning",
             "speech",
             family,
-            VARIANT_TAGS[summary["variant"]],
+            VARIANTS[summary["variant"]].tag,
         ],
         metrics=list(METRICS[task]),
         eval_results=_eval_results(task, summary["metrics"]["after"], dataset),
@@ -587,14 +583,14 @@ def _overview(
     lines = [
         f"# {name}",
         "",
-        f"A {FAMILY_NAMES[family_name(config)]} model for {TASK_NAMES[task]}, structurally pruned with "
+        f"A {FAMILIES[family_name(config)].display_name} model for {TASK_NAMES[task]}, structurally pruned with "
         "HJ-Pruning ([Peng et al., ICASSP 2023](https://arxiv.org/abs/2302.14132)): conv channels of the CNN "
         "feature extractor, attention heads and FFN units of the Transformer were removed jointly while the "
         "model was fine-tuned on the task. Made with `hf_hjprune`; this card was generated from the run's summary.",
         "",
         f"- **Start model:** {_start_model_text(recipe['model'], summary['params']['before']['total'], start)}",
         f"- **Task and data:** {TASK_NAMES[task]} on {dataset['name']}, evaluated on its `{dataset['split']}` split",
-        f"- **Pruning variant:** {VARIANT_NAMES[variant]}",
+        f"- **Pruning variant:** {VARIANTS[variant].description}",
         f"- **Target:** {_target_text(variant, summary.get('target'))}",
         f"- **Reached:** {_reached_text(summary['params'], summary['macs'])}",
         f"- **Kept units:** {kept['conv'][0]} of {kept['conv'][1]} conv channels, {kept['heads'][0]} of "
@@ -715,7 +711,7 @@ def start_model_card(
         downstream: Markdown on how it fine-tunes (e.g. the pretraining benchmark's table), if measured.
     """
     last = summaries[-1]
-    family = FAMILY_NAMES[last["family"]]
+    family = FAMILIES[last["family"]].display_name
     params, macs = last["params"], last["macs"]
     stages = [
         _stage_line(index, summary, recipe_name)

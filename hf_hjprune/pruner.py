@@ -78,6 +78,9 @@ VARIANTS: dict[str, Variant] = {
 PRUNING_VARIANTS = tuple(name for name in VARIANTS if name != DENSE)
 """The variants `HJPruner` implements."""
 
+TARGET_REFERENCES = ("start", "original")
+"""What a target is relative to: the model the pruner gates, or the unpruned model it was cut from."""
+
 
 def _in_budget(budget: str, group: str) -> bool:
     """Whether a unit group's cost counts in a budget (HJ-Sep splits the CNN from the Transformer)."""
@@ -211,7 +214,7 @@ class HJPruner(nn.Module):
                 )
         if int(round_to) < 1:
             raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
-        if target_reference not in ("start", "original"):
+        if target_reference not in TARGET_REFERENCES:
             raise HJPruneInputError(
                 f"target_reference must be 'start' or 'original', got {target_reference!r}"
             )

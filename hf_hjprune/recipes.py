@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import HJPruneInputError, did_you_mean, unknown_keys_message
-from .pruner import DENSE, VARIANTS
-from .start_models import TINY_PREFIX as TINY_PREFIX  # re-exported: it was defined here before start_models
+from .pruner import DENSE, TARGET_REFERENCES, VARIANTS
 from .start_models import resolve_model
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -33,7 +32,6 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 TASKS = ("asr", "slu")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INITS = ("pretrained", "random")
-TARGET_REFERENCES = ("start", "original")
 OOD_TESTS = ("flite",)
 SEP_TARGET_KEYS = ("cnn", "transformer")
 

@@ -38,11 +38,9 @@ from huggingface_hub import ModelCard
 
 from .atomic import atomic_write_json, atomic_write_text
 from .cards import (
-    FAMILY_NAMES,
     METRIC_NAMES,
     METRICS,
     STRUCTURE_PLOT,
-    VARIANT_TAGS,
     card_from_summary,
     family_name,
     hub_model_id,
@@ -52,7 +50,9 @@ from .cards import (
 )
 from .errors import HJPruneInputError
 from .hub import folder_digests
+from .pruner import VARIANTS
 from .reporting import NOT_AVAILABLE, SI_COMPACT, change, markdown_table, percent, si
+from .structure import FAMILIES
 
 DEFAULT_ZOO_DIR = Path("model_cards")
 DEFAULT_OUTPUT_ROOT = Path("outputs/zoo")
@@ -153,7 +153,7 @@ def planned_entries() -> list[dict[str, Any]]:
             [],
             start=("demo_asr_dense", [f"model=tiny:{family}"]),
         )
-        for family in FAMILY_NAMES
+        for family in FAMILIES
     ]
     for data, task in PAPER_DATA.items():
         for family, model in PAPER_MODELS.items():
@@ -348,10 +348,10 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = 
         rows.append(
             [
                 _model_cell(e, hub),
-                FAMILY_NAMES[e["family"]],
+                FAMILIES[e["family"]].display_name,
                 _start_cell(e),
                 DATA_NAMES.get(e["data"], e["data"]),
-                VARIANT_TAGS[e["variant"]],
+                VARIANTS[e["variant"]].tag,
                 _target(e),
                 *(
                     _before_after(e["metrics"][m]["before"], e["metrics"][m]["after"], metric=True)
@@ -406,11 +406,11 @@ def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
         rows = [
             [
                 f"{e['name']}<br>`{e['repo_id']}`",
-                FAMILY_NAMES[e["family"]],
+                FAMILIES[e["family"]].display_name,
                 _start_cell(e),
                 DATA_NAMES.get(e["data"], e["data"]),
                 e["task"].upper(),
-                VARIANT_TAGS[e["variant"]],
+                VARIANTS[e["variant"]].tag,
                 _target(e),
                 f"`{e['command']}`" if e["command"] else NOT_AVAILABLE,
             ]
@@ -491,7 +491,7 @@ def collection_note(entry: Mapping[str, Any]) -> str:
     numbers, macs = entry["metrics"][metric], entry["macs"]
     fewer = 1 - macs["after"]["total"] / macs["before"]["total"]
     return (
-        f"{FAMILY_NAMES[entry['family']]}, {VARIANT_TAGS[entry['variant']]} {_target(entry)}: "
+        f"{FAMILIES[entry['family']].display_name}, {VARIANTS[entry['variant']].tag} {_target(entry)}: "
         f"{METRIC_NAMES[metric]} {percent(numbers['before'], decimals=1)} → {percent(numbers['after'], decimals=1)}, "
         f"{fewer:.0%} fewer MACs"
     )
