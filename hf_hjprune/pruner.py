@@ -12,6 +12,7 @@ pruned model, whose removed units are then sliced away.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -94,16 +95,26 @@ Target = float | Mapping[str, float]
 
 class _Scale(nn.Module):
     """Parametrization: the tensor times the current mask of its gate, broadcast along `dim`; with
-    `unit_size > 1` one mask value scales `unit_size` consecutive entries along `dim` (a head)."""
+    `unit_size > 1` one mask value scales `unit_size` consecutive entries along `dim` (a head).
+    Each product made while gradients are recorded is announced to `recomputed` (see `_RecomputedWeights`)."""
 
-    def __init__(self, mask_fn, dim: int | None, unit_size: int = 1):
+    def __init__(
+        self, mask_fn, dim: int | None, unit_size: int = 1, recomputed: _RecomputedWeights | None = None
+    ):
         super().__init__()
         self.mask_fn = mask_fn
         self.dim = dim
         self.unit_size = unit_size
+        self.recomputed = recomputed
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         mask = self.mask_fn().to(tensor.dtype)
+        product = self.scale(tensor, mask)
+        if self.recomputed is not None and torch.is_grad_enabled():
+            self.recomputed.record(product, tensor, mask, self)
+        return product
+
+    def scale(self, tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.dim is None:
             return tensor * mask
         if (
@@ -116,6 +127,85 @@ class _Scale(nn.Module):
         shape = [1] * tensor.dim()
         shape[self.dim] = -1
         return tensor * mask.view(shape)
+
+
+@dataclass(frozen=True)
+class _Recompute:
+    """What autograd keeps instead of a gated weight (or a view of it): the ungated weight and the mask
+    (both alive anyway), to multiply again when the backward pass needs the product."""
+
+    original: torch.Tensor
+    mask: torch.Tensor
+    parametrization: _Scale
+    size: torch.Size
+    stride: tuple[int, ...]
+    storage_offset: int
+
+
+class _RecomputedWeights:
+    """Saved-tensor hooks that keep the gated weights `W · mask` out of the autograd graph.
+
+    A layer that consumes a gated weight (a linear, a conv) saves it for its backward pass, so a gated
+    training step would hold a second copy of every gated weight from the forward to the backward pass
+    (+21% peak memory on a wav2vec2-base step, batch 2 × 4 s). While the gated model's forward runs,
+    `pack` replaces a saved tensor that is a recorded product, or a view of one, by a `_Recompute`, and
+    `unpack` multiplies again in the backward pass: one elementwise product per weight. Products are
+    recognised by their storage while they are alive (a weak reference); anything else is saved as usual.
+    """
+
+    def __init__(self) -> None:
+        self._products: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor, _Scale]] = {}
+        self._contexts: list[torch.autograd.graph.saved_tensors_hooks] = []
+
+    def record(
+        self, product: torch.Tensor, original: torch.Tensor, mask: torch.Tensor, parametrization: _Scale
+    ) -> None:
+        key = product.untyped_storage().data_ptr()
+        forget = functools.partial(self._forget, key)
+        self._products[key] = (weakref.ref(product, forget), original, mask, parametrization)
+
+    def _forget(self, key: int, reference: weakref.ref) -> None:
+        if key in self._products and self._products[key][0] is reference:
+            del self._products[key]
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor | _Recompute:
+        if type(tensor) not in (torch.Tensor, nn.Parameter) or tensor.layout != torch.strided:
+            return tensor
+        entry = self._products.get(tensor.untyped_storage().data_ptr())
+        product = entry[0]() if entry is not None else None
+        if product is None or product.dtype != tensor.dtype:
+            return tensor
+        _, original, mask, parametrization = entry
+        return _Recompute(
+            original, mask, parametrization, tensor.size(), tensor.stride(), tensor.storage_offset()
+        )
+
+    @staticmethod
+    def unpack(saved: torch.Tensor | _Recompute) -> torch.Tensor:
+        if not isinstance(saved, _Recompute):
+            return saved
+        with torch.no_grad():
+            product = saved.parametrization.scale(saved.original, saved.mask)
+        return product.as_strided(saved.size, saved.stride, saved.storage_offset)
+
+    def enter(self, *_) -> None:
+        """Forward pre-hook of the gated model: the hooks are on while it runs with gradients."""
+        context = (
+            torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+            if torch.is_grad_enabled()
+            else None
+        )
+        if context is not None:
+            context.__enter__()
+        self._contexts.append(context)
+
+    def exit(self, *_) -> None:
+        """Forward hook of the gated model (also called when the forward raises)."""
+        context = self._contexts.pop() if self._contexts else None
+        if context is not None:
+            context.__exit__(None, None, None)
+        if not self._contexts:
+            self._products.clear()
 
 
 class HJPruner(nn.Module):
@@ -181,6 +271,7 @@ class HJPruner(nn.Module):
 
         self._masks: dict[str, list[torch.Tensor]] | None = None
         self._sites: list[tuple[nn.Module, str]] = []
+        self._recomputed = _RecomputedWeights()
         self._attach()
 
     # ----------------------------------------------------------------------------------------
@@ -302,9 +393,13 @@ class HJPruner(nn.Module):
                 if found.site.gated and found.site.group in self.gates:
                     unit_size = head_dim if found.site.per_head else 1
                     mask_fn = functools.partial(self._layer_mask, found.site.group, found.layer)
-                    scale = _Scale(mask_fn, found.site.dim, unit_size)
+                    scale = _Scale(mask_fn, found.site.dim, unit_size, self._recomputed)
                     self._register(modules[module_name], tensor_name, scale)
-        self._hook = self.model.register_forward_pre_hook(self._refresh_masks)
+        self._hooks = [
+            self.model.register_forward_pre_hook(self._refresh_masks),
+            self.model.register_forward_pre_hook(self._recomputed.enter),
+            self.model.register_forward_hook(self._recomputed.exit, always_call=True),
+        ]
 
     def _register(self, module: nn.Module, tensor_name: str, scale: _Scale) -> None:
         parametrize.register_parametrization(module, tensor_name, scale)
@@ -538,5 +633,6 @@ class HJPruner(nn.Module):
         for module, tensor_name in self._sites:
             parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)
         self._sites = []
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
         return self.model

@@ -1,17 +1,19 @@
 """Hard concrete gates, the Lagrangian budget and `HJPruner` (attach, gradients, export)."""
 
 import copy
+import gc
 import math
 
 import pytest
 import torch
 from conftest import tiny_config
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from hf_hjprune.constraint import LagrangianBudget, ramped_target
 from hf_hjprune.cost import count_macs, macs_from_units
 from hf_hjprune.gates import HardConcreteGate, rounded_count
 from hf_hjprune.materialize import prune_model, round_keep, weight_scores
-from hf_hjprune.pruner import HJPruner
+from hf_hjprune.pruner import HJPruner, _RecomputedWeights
 from hf_hjprune.structure import FAMILIES, unit_counts
 
 LAYOUTS = [("group", False), ("layer", False), ("group", True), ("layer", True)]
@@ -393,3 +395,55 @@ def test_masks_are_bit_identical_to_the_hard_concrete_formulas(round_to, trainin
     for name in masks:
         for mask, expected in zip(masks[name], reference[name], strict=True):
             assert torch.equal(mask.detach(), expected), name
+
+
+def _gated_gradients(family, audio_batch, recompute, monkeypatch):
+    """Gradients of every parameter and gate of one gated training step, with the gated weights
+    recomputed in the backward pass (the default) or saved by autograd as stock layers do."""
+    if not recompute:
+        monkeypatch.setattr(_RecomputedWeights, "pack", lambda self, tensor: tensor)
+    pruner = HJPruner(tiny_model(family), variant="macs", target=0.4, prune_blocks=True).train()
+    randomise_gates(pruner)
+    torch.manual_seed(1)  # the same sampled gates in both runs
+    output = pruner(
+        audio_batch[0], attention_mask=audio_batch[1], labels=torch.tensor([[1, 2, 3], [4, 5, 6]])
+    )
+    (output.loss + pruner.penalty(step=10)).backward()
+    monkeypatch.undo()
+    return {name: p.grad.clone() for name, p in pruner.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_recomputed_gated_weights_give_the_same_gradients(family, audio_batch, monkeypatch):
+    recomputed = _gated_gradients(family, audio_batch, True, monkeypatch)
+    saved = _gated_gradients(family, audio_batch, False, monkeypatch)
+    assert recomputed.keys() == saved.keys() and any("log_alpha" in name for name in saved)
+    for name, grad in saved.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_the_graph_does_not_keep_gated_weights(recompute, audio_batch, monkeypatch):
+    """Between forward and backward, no product `W · mask` stays alive: autograd holds W and the mask."""
+    if not recompute:
+        monkeypatch.setattr(_RecomputedWeights, "pack", lambda self, tensor: tensor)
+    products = []
+    record = _RecomputedWeights.record
+    monkeypatch.setattr(
+        _RecomputedWeights,
+        "record",
+        lambda self, product, *args: (
+            products.append(StorageWeakRef(product.untyped_storage())),
+            record(self, product, *args),
+        ),
+    )
+    pruner = HJPruner(tiny_model(), variant="macs", target=0.4).train()
+    output = pruner(
+        audio_batch[0], attention_mask=audio_batch[1], labels=torch.tensor([[1, 2, 3], [4, 5, 6]])
+    )
+    gc.collect()
+    alive = sum(not storage.expired() for storage in products)
+    # Without the hooks the graph keeps the weights consumed by a matmul or conv (12 of 32 products here).
+    assert len(products) > 10 and (alive == 0 if recompute else alive >= 10)
+    output.loss.backward()  # still works once the products are gone
+    assert all(p.grad is not None for p in pruner.gate_parameters())
