@@ -16,6 +16,7 @@ from .structure import (
     family_of,
     head_of,
     match_sites,
+    rounding_multiples,
     strip_base_prefix,
     to_pruned_config,
     unit_counts,
@@ -28,7 +29,9 @@ Scores = Mapping[str, Sequence[Sequence[float] | torch.Tensor]]
 _GATED_KEY = re.compile(r"\.parametrizations\.\w+\.original$")
 
 
-def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores | None = None) -> nn.Module:
+def prune_model(
+    model: nn.Module, keep: Keep, round_to: int | Mapping[str, int] = 1, scores: Scores | None = None
+) -> nn.Module:
     """Return the HJPruned model that keeps only the given units of `model`.
 
     Args:
@@ -42,7 +45,8 @@ def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores 
         round_to: keep a multiple of this many conv channels and FFN units per layer (fast kernel
             shapes): each layer's count is rounded to the nearest multiple (at least one multiple for
             a conv layer, the whole layer when rounding reaches its size) by dropping its lowest-scored
-            kept units or adding the highest-scored removed ones. Heads are not rounded.
+            kept units or adding the highest-scored removed ones. Heads are not rounded. A mapping
+            rounds each group to its own multiple (`{"conv": 64, "ffn": 8}`).
         scores: per group (`"conv"`, `"ffn"`) and layer, one importance score per unit for the
             rounding; by default `weight_scores(model)`.
 
@@ -56,7 +60,7 @@ def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores 
             "model has HJPruner gates attached: use pruner.export() for the pruned model, "
             "or pruner.detach() first to prune the un-gated weights"
         )
-    if round_to != 1:
+    if set(rounding_multiples(round_to).values()) != {1}:
         counts = unit_counts(model.config)
         keep = round_keep(_normalise_keep(keep, counts), counts, round_to, scores or weight_scores(model))
     return build_pruned(model, keep, state)
@@ -65,15 +69,16 @@ def prune_model(model: nn.Module, keep: Keep, round_to: int = 1, scores: Scores 
 def round_keep(
     keep: Mapping[str, Sequence[Sequence[int]]],
     counts: Mapping[str, Sequence[int]],
-    round_to: int,
+    round_to: int | Mapping[str, int],
     scores: Scores,
 ) -> dict[str, list[list[int]]]:
     """`keep` (one list per layer of every group) with the conv and FFN counts rounded to multiples of
-    `round_to`: kept units rank first, then by decreasing score."""
+    `round_to` (one multiple, or one per group): kept units rank first, then by decreasing score."""
+    multiples = rounding_multiples(round_to)
     result = {group: [list(kept) for kept in layers] for group, layers in keep.items()}
     for group in ROUNDED_GROUPS:
         for i, (kept, size) in enumerate(zip(keep[group], counts[group])):
-            target = rounded_count(len(kept), size, round_to, minimum=1 if group == "conv" else 0)
+            target = rounded_count(len(kept), size, multiples[group], minimum=1 if group == "conv" else 0)
             kept_set, layer_scores = set(kept), scores[group][i]
             ranked = sorted(range(size), key=lambda unit: (unit not in kept_set, -float(layer_scores[unit])))
             result[group][i] = sorted(ranked[:target])

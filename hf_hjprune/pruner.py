@@ -29,12 +29,12 @@ from .materialize import build_pruned
 from .structure import (
     BLOCK_SITES,
     GROUPS,
-    ROUNDED_GROUPS,
     SAMPLING_RATE,
     UNIT_SITES,
     head_of,
     match_sites,
     original_unit_counts,
+    rounding_multiples,
     strip_base_prefix,
     unit_counts,
 )
@@ -234,7 +234,8 @@ class HJPruner(nn.Module):
         round_to: the deterministic mask (eval mode, `export()`) keeps a multiple of this many conv
             channels and FFN units per layer (the expected count rounded to the nearest multiple, the
             units with the largest gate logits; heads are whole heads anyway), so that the pruned GEMMs
-            and convs get fast kernel shapes. A layer keeps all its units when rounding reaches its size.
+            and convs get fast kernel shapes; a mapping rounds each group to its own multiple
+            (`{"conv": 64, "ffn": 8}`). A layer keeps all its units when rounding reaches its size.
     """
 
     def __init__(
@@ -250,14 +251,14 @@ class HJPruner(nn.Module):
         sampling_rate: int = SAMPLING_RATE,
         target_reference: str = "start",
         lambda_clip: float | None = None,
-        round_to: int = 1,
+        round_to: int | Mapping[str, int] = 1,
     ):
         super().__init__()
         self.head = head_of(model)  # raises for an unsupported family or model class
         units = self._check_arguments(model, variant, units, round_to, target_reference)
         self.model = model
         self.variant = variant
-        self.round_to = int(round_to)
+        self.round_to = round_to
         self.units = units
         self.warmup_steps = int(warmup_steps)
         self.num_samples = int(round(seconds * sampling_rate))
@@ -279,7 +280,11 @@ class HJPruner(nn.Module):
 
     @staticmethod
     def _check_arguments(
-        model: nn.Module, variant: str, units: tuple[str, ...] | None, round_to: int, target_reference: str
+        model: nn.Module,
+        variant: str,
+        units: tuple[str, ...] | None,
+        round_to: int | Mapping[str, int],
+        target_reference: str,
     ) -> tuple[str, ...]:
         """Raise for arguments the pruner cannot work with; return the unit groups to gate."""
         if variant not in PRUNING_VARIANTS:
@@ -303,8 +308,7 @@ class HJPruner(nn.Module):
                     f"feat_extract_activation={config.feat_extract_activation!r} is not zero at zero: "
                     "conv channel gates sit before it and need act(0) = 0"
                 )
-        if int(round_to) < 1:
-            raise HJPruneInputError(f"round_to must be at least 1, got {round_to}")
+        rounding_multiples(round_to)  # raises for a bad value
         if target_reference not in TARGET_REFERENCES:
             raise HJPruneInputError(
                 f"target_reference must be 'start' or 'original', got {target_reference!r}"
@@ -574,8 +578,18 @@ class HJPruner(nn.Module):
             return moves[0]
         return None
 
+    @property
+    def round_to(self) -> int | Mapping[str, int]:
+        """The rounding of the deterministic mask (see the class docstring); settable."""
+        return self._round_to_value
+
+    @round_to.setter
+    def round_to(self, value: int | Mapping[str, int]) -> None:
+        self._multiples = rounding_multiples(value)
+        self._round_to_value = value
+
     def _round_to(self, group: str) -> int:
-        return self.round_to if group in ROUNDED_GROUPS else 1
+        return self._multiples.get(group, 1)  # heads and whole blocks are not rounded
 
     def _reduction_after(self, move: tuple[str, int], step: int, budget: str) -> float:
         counts, step = self.gates[move[0]].kept_counts, step * self._round_to(move[0])
@@ -600,15 +614,15 @@ class HJPruner(nn.Module):
         return [(group, layer) for _, group, layer in sorted(moves)]
 
     @torch.no_grad()
-    def export(self, round_to: int | None = None) -> nn.Module:
+    def export(self, round_to: int | Mapping[str, int] | None = None) -> nn.Module:
         """The HJPruned model that reproduces the gated model in eval mode.
 
         The deterministic mask values are folded into the weights they scale and the removed units
         are sliced away. The attached model is left as it is (still gated). `round_to` overrides the
         pruner's own for this export: the result then reproduces the gated model evaluated with it.
         """
-        if round_to is not None and round_to != self.round_to:
-            previous, self.round_to = self.round_to, int(round_to)
+        if round_to is not None and rounding_multiples(round_to) != self._multiples:
+            previous, self.round_to = self.round_to, round_to
             try:
                 return self.export()
             finally:

@@ -26,6 +26,7 @@ import yaml
 from .errors import HJPruneInputError, did_you_mean, unknown_keys_message
 from .pruner import DENSE, TARGET_REFERENCES, VARIANTS
 from .start_models import resolve_model
+from .structure import rounding_multiples
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -195,11 +196,12 @@ class Recipe(RecipeBase):
         },
     )
     prune_blocks: bool = field(default=False, metadata={"help": "Also gate whole attention and FFN blocks."})
-    round_to: int = field(
+    round_to: int | dict[str, int] = field(
         default=1,
         metadata={
             "help": "The pruned model keeps a multiple of this many conv channels and FFN units per layer "
-            "(8: fast GEMM and conv shapes; heads are not rounded), chosen by the gates."
+            "(8: fast GEMM shapes; heads are not rounded), chosen by the gates; or one multiple per group, "
+            "{conv: 64, ffn: 8} (the fastest conv widths on CPUs with oneDNN)."
         },
     )
     warmup_ratio: float = field(
@@ -318,9 +320,8 @@ class Recipe(RecipeBase):
             raise HJPruneInputError(
                 f"ood_test must be one of {', '.join(OOD_TESTS)} with data: synthetic, got {self.ood_test!r}"
             )
-        self._check_at_least_one(
-            "max_steps", "batch_size", "gradient_accumulation_steps", "log_steps", "round_to"
-        )
+        self._check_at_least_one("max_steps", "batch_size", "gradient_accumulation_steps", "log_steps")
+        rounding_multiples(self.round_to)  # an unknown group or a multiple below 1 fails here
         self._check_not_negative(
             "eval_steps", "checkpoint_steps", "keep_checkpoints", "num_workers", "weight_decay"
         )

@@ -177,8 +177,28 @@ def structure_figure(
 
 SPEEDUP_COLUMNS = ("dense (ms)", "pruned (ms)", "speedup", "MACs ratio")
 """Table columns of a dense/pruned timing: both times, their ratio, and the ideal ratio (of the MACs)."""
-TRAINING_STEP_COLUMNS = ("dense step (ms)", "gated step (ms)", "ratio", "CPU-time ratio")
-"""Table columns of a dense/gated training-step timing."""
+TRAINING_STEP_COLUMNS = (
+    "dense step (ms)",
+    "gated step (ms)",
+    "ratio",
+    "CPU-time ratio",
+    "peak memory (MiB)",
+    "memory ratio",
+)
+"""Table columns of a dense/gated training-step timing (`training_step_cells`)."""
+
+
+def training_step_cells(overhead: Mapping[str, Any]) -> list[str]:
+    """The `TRAINING_STEP_COLUMNS` cells of one `bench.training_overhead` result."""
+    dense, gated = overhead["dense_step"], overhead["gated_step"]
+    return [
+        f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
+        f"{gated['median_ms']:.0f} ± {gated['iqr_ms']:.0f}",
+        f"{overhead['ratio']:.2f}×",
+        f"{overhead['cpu_ratio']:.2f}×",
+        _memory_change(overhead),
+        f"{overhead['memory_ratio']:.2f}×" if "memory_ratio" in overhead else NOT_AVAILABLE,
+    ]
 
 
 def _millions(value: float) -> str:
@@ -278,19 +298,14 @@ def _training_step_table(overhead: Sequence[Mapping[str, Any]]) -> list[str]:
             row["device"],
             str(row["batch_size"]),
             f"{row['seconds']:g}",
-            f"{row['dense_step']['median_ms']:.0f} ± {row['dense_step']['iqr_ms']:.0f}",
-            f"{row['gated_step']['median_ms']:.0f} ± {row['gated_step']['iqr_ms']:.0f}",
-            f"{row['ratio']:.2f}×",
-            f"{row['cpu_ratio']:.2f}×",
-            _memory_change(row),
-            f"{row['memory_ratio']:.2f}×" if "memory_ratio" in row else NOT_AVAILABLE,
+            *training_step_cells(row),
         ]
         for row in overhead
     ]
     return [
         "Training step (forward, backward, AdamW), gated (HJPruner attached) vs dense:",
         "",
-        *markdown_table([*header, "peak memory (MiB)", "memory ratio"], rows),
+        *markdown_table(header, rows),
         "",
         "(± is the interquartile range; CPU time is the process CPU time of all threads.)",
     ]
@@ -339,6 +354,7 @@ __all__ = [
     "SI_UP_TO_GIGA",
     "SPEEDUP_COLUMNS",
     "TRAINING_STEP_COLUMNS",
+    "training_step_cells",
     "bench_markdown",
     "change",
     "markdown_table",

@@ -31,7 +31,7 @@ from transformers import (
     WavLMModel,
 )
 
-from .errors import HJPruneInputError
+from .errors import HJPruneInputError, unknown_keys_message
 from .models import (
     HJPrunedHubertConfig,
     HJPrunedHubertForCTC,
@@ -50,6 +50,28 @@ from .models import (
 GROUPS = ("conv", "heads", "ffn")
 ROUNDED_GROUPS = ("conv", "ffn")
 """The groups whose kept counts `round_to` rounds to a multiple (heads are `head_dim` wide already)."""
+
+
+def rounding_multiples(round_to: int | Mapping[str, int]) -> dict[str, int]:
+    """The multiple each unit group's kept count is rounded to: `round_to` for every group of
+    `ROUNDED_GROUPS` when it is an int, else per group (`{"conv": 64, "ffn": 8}`; missing groups: 1).
+    Heads are never rounded (1)."""
+
+    def checked(multiple: Any, name: str) -> int:
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise HJPruneInputError(f"{name} must be a positive integer, got {multiple!r}")
+        return multiple
+
+    if not isinstance(round_to, Mapping):
+        multiples = dict.fromkeys(ROUNDED_GROUPS, checked(round_to, "round_to"))
+    else:
+        unknown = set(round_to) - set(ROUNDED_GROUPS)
+        if unknown:
+            raise HJPruneInputError(unknown_keys_message(unknown, ROUNDED_GROUPS, "round_to"))
+        multiples = {group: checked(round_to.get(group, 1), f"round_to.{group}") for group in ROUNDED_GROUPS}
+    return {**multiples, "heads": 1}
+
+
 HEADS = ("base", "ctc", "classification")
 SAMPLING_RATE = 16_000
 """Sample rate (Hz) of the audio every supported family takes: what the data is decoded to, what MACs are

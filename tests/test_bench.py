@@ -256,8 +256,9 @@ def test_structure_for_reduction_rejects_bad_targets():
         structure_for_reduction(tiny_config(), 0.999)
 
 
-def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
-    """The deployment experiment of the speed table, on a tiny shape: every runtime column is filled."""
+def test_speed_table_deployment_and_training_experiments(tmp_path, monkeypatch):
+    """The deployment and training experiments of the speed table, on a tiny shape: every runtime column
+    is filled, and each training configuration gets a row with its time and memory ratios."""
     from hf_hjprune.benchmarks import speed_table
 
     def tiny(**overrides):
@@ -265,16 +266,28 @@ def test_speed_table_deployment_experiment(tmp_path, monkeypatch):
 
     monkeypatch.setattr(speed_table.measure, "TABLE_MODELS", {"tiny": (tiny, Wav2Vec2ForCTC)})
     monkeypatch.setattr(speed_table.measure, "REDUCTIONS", (0.3, 0.5))
-    plan = speed_table.Plan((), (), (), (), (1, 1.0, 1), 1, 0, (1,), deployment=((1, 0.5, 1),))
-    result = speed_table.run_table(plan, threads=1, log=lambda _: None, experiments=("deployment",))
+    plan = speed_table.Plan(
+        (), (), (), (), ((1, 0.5, 1), (2, 0.25, 1)), 1, 0, (1,), deployment=((1, 0.5, 1),)
+    )
+    result = speed_table.run_table(
+        plan, threads=1, log=lambda _: None, experiments=("training", "deployment")
+    )
     rows = speed_table.results.deployment_rows(result["families"]["tiny"])
-    assert [row["structure"] for row in rows] == ["dense", "-30% (x8)", "-50% (x8)"]
+    assert [row["structure"] for row in rows] == ["dense", "-30% (conv x64)", "-50% (conv x64)"]
     for row in rows:
         assert all(speedup > 0 for speedup in row["speedups"].values())
     assert rows[0]["speedups"]["PyTorch fp32"] == 1.0 and rows[2]["macs_ratio"] > rows[1]["macs_ratio"] > 1
     markdown = speed_table.table_markdown(json.loads(json.dumps(result)), "cmd")
-    assert "### Deployment" in markdown and "| tiny | 1 | 1 | 0.5 | -50% (x8) |" in markdown
-    assert "**Deployment, tiny -50% (x8).**" in markdown and "### Speedup against" not in markdown
+    assert "### Deployment" in markdown and "| tiny | 1 | 1 | 0.5 | -50% (conv x64) |" in markdown
+    assert "**Deployment, tiny -50% (conv x64).**" in markdown and "### Speedup against" not in markdown
+    training = result["families"]["tiny"]["training_overhead"]
+    assert [(t["batch_size"], t["seconds"]) for t in training] == [(1, 0.5), (2, 0.25)]
+    for overhead in training:
+        row = f"| tiny | {overhead['batch_size']} | {overhead['seconds']:g} |"
+        assert (
+            row in markdown and f"{overhead['memory_ratio']:.2f}× |" in markdown.split(row)[1].split("\n")[0]
+        )
+    assert "**Training overhead.**" in markdown
 
 
 def test_speed_table_renders_the_committed_results(tmp_path):

@@ -11,6 +11,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 
 from hf_hjprune.constraint import LagrangianBudget, ramped_target
 from hf_hjprune.cost import count_macs, macs_from_units
+from hf_hjprune.errors import HJPruneInputError
 from hf_hjprune.gates import HardConcreteGate, rounded_count
 from hf_hjprune.materialize import prune_model, round_keep, weight_scores
 from hf_hjprune.pruner import HJPruner, _RecomputedWeights
@@ -337,6 +338,8 @@ def test_prune_model_round_to(audio_batch):
     pruned = prune_model(model, keep, round_to=8)
     assert pruned.config.conv_dim == [16, 16, 8]
     assert pruned.config.intermediate_size_per_layer == [16, 0, 56]
+    per_group = prune_model(model, keep, round_to={"ffn": 8}).config
+    assert per_group.conv_dim == [13, 18, 3] and per_group.intermediate_size_per_layer == [16, 0, 56]
     # Exact: the pruned model computes the dense model with every other unit removed.
     rounded = round_keep(
         {**keep, "heads": [list(range(4))] * 3}, unit_counts(model.config), 8, weight_scores(model)
@@ -447,3 +450,29 @@ def test_the_graph_does_not_keep_gated_weights(recompute, audio_batch, monkeypat
     assert len(products) > 10 and (alive == 0 if recompute else alive >= 10)
     output.loss.backward()  # still works once the products are gone
     assert all(p.grad is not None for p in pruner.gate_parameters())
+
+
+def test_round_to_per_group(audio_batch):
+    """`round_to={"conv": 4, "ffn": 8}` rounds each group to its own multiple and still exports exactly."""
+    torch.manual_seed(0)
+    model = FAMILIES["wav2vec2"].stock_models["ctc"](tiny_config("wav2vec2", **WIDE))
+    pruner = HJPruner(model, variant="macs", target=0.4, round_to={"conv": 4, "ffn": 8})
+    randomise_gates(pruner)
+    exported = assert_export_reproduces_gated_eval(pruner, audio_batch)
+    config = exported.config
+    assert all(c % 4 == 0 or c == s for c, s in zip(config.conv_dim, WIDE["conv_dim"]))
+    assert any(c % 8 for c in config.conv_dim)  # conv counts are not forced to the FFN's multiple
+    assert all(n % 8 == 0 for n in config.intermediate_size_per_layer)
+
+
+@pytest.mark.parametrize(
+    "round_to, message",
+    [
+        (0, "round_to must be a positive integer"),
+        ({"cnv": 8}, "did you mean 'conv'"),
+        ({"ffn": 2.5}, "round_to.ffn"),
+    ],
+)
+def test_bad_round_to(round_to, message):
+    with pytest.raises(HJPruneInputError, match=message):
+        HJPruner(tiny_model(), round_to=round_to)

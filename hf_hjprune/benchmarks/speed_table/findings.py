@@ -16,6 +16,7 @@ import numpy as np
 from .measure import (
     ATTENTION_KERNEL,
     CONV_KERNEL,
+    DEPLOYED_ROUNDING,
     FFN_KERNEL,
     POSITIONAL_KERNEL,
     SHORT_ATTENTION_KERNEL,
@@ -135,7 +136,7 @@ def _positional_conv(result: Mapping[str, Any]) -> str:
 def _cnn(result: Mapping[str, Any]) -> str:
     _, parts = _parts(result)
     kernels, most = _Kernels(result), parts.most
-    dense_width, *_, unrounded, rounded = kernels.variants(CONV_KERNEL)
+    dense_width, unrounded, rounded, *multiples_of_64 = kernels.variants(CONV_KERNEL)
 
     def rate(variant: str) -> str:
         return f"{kernels.rate(CONV_KERNEL, variant):.1f}"
@@ -148,9 +149,12 @@ def _cnn(result: Mapping[str, Any]) -> str:
         f"fewer MACs ({efficiency('cnn')}; attention {efficiency('attention')}, FFN {efficiency('ffn')}). Conv "
         "MACs fall with the square of the kept channels, but the GELU after every conv, the GroupNorm after the "
         "first and the first conv itself (one input channel, memory-bound) scale linearly with them, and "
-        "convolutions run a little slower at narrower widths (conv layer 1: "
-        f"{rate(dense_width)} GMACs per CPU second at {dense_width}, {rate(unrounded)} at "
-        f"{unrounded.split()[0]}, {rate(rounded)} at {rounded.split()[0]})."
+        "the convolutions' speed depends on their width (conv layer 1: "
+        f"{rate(dense_width)} GMACs per CPU second at {dense_width.split()[0]} channels, {rate(unrounded)} at "
+        f"{unrounded.split()[0]}, {rate(rounded)} at {rounded.split()[0]}; "
+        + ", ".join(f"{rate(width)} at {width.split()[0]}" for width in multiples_of_64)
+        + "). The deployment table therefore rounds conv channels to multiples of 64 "
+        '(`round_to={"conv": 64, "ffn": 8}`).'
     )
     macs_share, time_share = parts.share("dense", "cnn", parts.macs), parts.share("dense", "cnn", parts.times)
     if time_share < macs_share:
@@ -277,23 +281,27 @@ def _threads(result: Mapping[str, Any]) -> str | None:
 
 
 def _training(result: Mapping[str, Any]) -> str:
-    overhead = {name: entry["training_overhead"] for name, entry in result["families"].items()}
-    example = next(iter(overhead.values()))
+    measured = [
+        (name, overhead)
+        for name, entry in result["families"].items()
+        for overhead in entry["training_overhead"]
+    ]
     return (
-        f"- **Training overhead.** A gated training step (batch {example['batch_size']} × "
-        f"{example['seconds']:g} s) took "
-        + " and ".join(
-            f"{o['ratio']:.2f}× ({name}; CPU time {o['cpu_ratio']:.2f}×)" for name, o in overhead.items()
+        "- **Training overhead.** A gated training step took "
+        + "; ".join(
+            f"{o['ratio']:.2f}× the time (CPU time {o['cpu_ratio']:.2f}×) and {o['memory_ratio']:.2f}× the "
+            f"peak memory of a dense fine-tuning step ({name}, batch {o['batch_size']} × {o['seconds']:g} s)"
+            for name, o in measured
         )
-        + " a dense fine-tuning step: the gates scale a few weight tensors per layer and the penalty is "
-        "arithmetic on unit counts, next to the forward and backward passes of the model."
+        + ". The gates scale a few weight tensors per layer, the penalty is arithmetic on unit counts, and "
+        "the scaled weights are recomputed in the backward pass instead of being kept for it."
     )
 
 
 def deployment_findings(result: Mapping[str, Any]) -> str:
     """Findings of the deployment experiment, at the rounded structure nearest to −50% MACs."""
     text = []
-    middle = label(min(reductions(result), key=lambda r: abs(r - 0.5)), 8)
+    middle = label(min(reductions(result), key=lambda r: abs(r - 0.5)), DEPLOYED_ROUNDING)
     for family, entry in result["families"].items():
         if "deployment" not in entry:
             continue

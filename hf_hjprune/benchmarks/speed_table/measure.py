@@ -34,7 +34,7 @@ from ...cost import count_macs, count_params, macs_from_units
 from ...errors import HJPruneInputError
 from ...export import FILES, OnnxRuntimeModel, optimize_for_inference, quantize_int8, torch_to_onnx
 from ...materialize import prune_model
-from ...structure import GROUPS, SAMPLING_RATE, family_of, unit_counts
+from ...structure import GROUPS, SAMPLING_RATE, family_of, rounding_multiples, unit_counts
 
 
 def _staggered_counts(sizes: list[int], fraction: float, multiple_of: int, minimum: int) -> list[int]:
@@ -54,7 +54,7 @@ def structure_for_reduction(
     reduction: float,
     seconds: float = 1.0,
     cnn_weight: float = 1.0,
-    multiple_of: int = 1,
+    multiple_of: int | Mapping[str, int] = 1,
 ) -> dict[str, list[list[int]]]:
     """Units to keep (a `prune_model` keep dict) for `reduction` fewer MACs on `seconds` of audio.
 
@@ -80,12 +80,13 @@ def structure_for_reduction(
     num_samples = int(round(seconds * SAMPLING_RATE))
     dense = macs_from_units(config, sizes, num_samples).total
     weights = {"conv": cnn_weight, "heads": 1.0, "ffn": 1.0}
+    multiples = rounding_multiples(multiple_of)
 
     def units_at(level: float) -> dict[str, list[int]]:
         units = {}
         for group in GROUPS:
             fraction = min(1.0, max(0.0, 1.0 - weights[group] * level))
-            chunk = 1 if group == "heads" else multiple_of
+            chunk = multiples.get(group, 1)
             units[group] = _staggered_counts(sizes[group], fraction, chunk, chunk if group == "conv" else 0)
         return units
 
@@ -196,7 +197,7 @@ class Plan:
     multiple_of_8: tuple[tuple[int, float, int], ...]
     parts: tuple[tuple[int, float, int], ...]
     threads: tuple[tuple[int, float, int], ...]
-    training: tuple[int, float, int]
+    training: tuple[tuple[int, float, int], ...]
     kernel_repeats: int
     warmup: int
     thread_counts: tuple[int, ...]
@@ -208,7 +209,7 @@ FULL = Plan(
     multiple_of_8=((1, 1.0, 15), (8, 1.0, 3)),
     parts=((1, 1.0, 11), (1, 10.0, 3)),
     threads=((1, 1.0, 11),),
-    training=(4, 1.0, 3),
+    training=((4, 1.0, 3), (2, 4.0, 3)),
     kernel_repeats=5,
     warmup=1,
     thread_counts=(1, 2),
@@ -219,7 +220,7 @@ QUICK = Plan(
     multiple_of_8=((1, 1.0, 2),),
     parts=((1, 1.0, 2),),
     threads=((1, 1.0, 2),),
-    training=(1, 1.0, 1),
+    training=((1, 1.0, 1),),
     kernel_repeats=1,
     warmup=1,
     thread_counts=(1, 2),
@@ -227,22 +228,36 @@ QUICK = Plan(
 )
 
 
-def label(reduction: float, multiple_of: int = 1) -> str:
-    """A structure's name in the document: `-30%`, or `-30% (x8)` with counts rounded to multiples of 8."""
-    return f"-{reduction:.0%}" + (f" (x{multiple_of})" if multiple_of > 1 else "")
+ROUNDINGS: dict[str, int | dict[str, int]] = {"x8": 8, "conv x64": {"conv": 64, "ffn": 8}}
+"""The rounded structures besides the unrounded ones, by name: `round_to` values. "x8" rounds conv channels
+and FFN units to multiples of 8 (the "multiple_of_8" experiment compares it with the unrounded structures);
+"conv x64" rounds conv channels to multiples of 64 and FFN units to multiples of 8: the conv widths oneDNN
+runs at full speed on this CPU (see the conv kernels), used by the deployment experiment."""
+DEPLOYED_ROUNDING = "conv x64"
 
 
-def table_models(family: str, multiples: tuple[int, ...] = (1,)) -> dict[str, nn.Module]:
+def label(reduction: float, rounding: str | None = None) -> str:
+    """A structure's name in the document: `-30%`, or `-30% (x8)` for a rounded one (`ROUNDINGS`)."""
+    return f"-{reduction:.0%}" + (f" ({rounding})" if rounding else "")
+
+
+def is_rounded(structure: str) -> bool:
+    """Whether a structure's name (`label`) is one of the rounded structures."""
+    return structure.endswith(")")
+
+
+def table_models(family: str, roundings: tuple[str | None, ...] = (None,)) -> dict[str, nn.Module]:
     """The dense model of `family` (stock default config, CTC head with vocab 32, random weights, seed
-    0) and its pruned structures for every reduction in `REDUCTIONS` and rounding multiple."""
+    0) and its pruned structures for every reduction in `REDUCTIONS` and rounding (None: unrounded)."""
     config_class, model_class = TABLE_MODELS[family]
     torch.manual_seed(0)
     dense = model_class(config_class(vocab_size=32)).eval()
     models = {"dense": dense}
-    for multiple_of in multiples:
+    for rounding in roundings:
         for reduction in REDUCTIONS:
+            multiple_of = ROUNDINGS[rounding] if rounding else 1
             keep = structure_for_reduction(dense.config, reduction, multiple_of=multiple_of)
-            models[label(reduction, multiple_of)] = prune_model(dense, keep).eval()
+            models[label(reduction, rounding)] = prune_model(dense, keep).eval()
     return models
 
 
@@ -297,6 +312,8 @@ def _bench(
 
 FFN_KERNEL = "FFN input projection Linear(768, units), 499 frames"
 CONV_KERNEL = "conv layer 1 (kernel 3, stride 2), 1 s of audio"
+CONV_WIDTHS = (512, 293, 296, 288, 320, 256)
+"""Conv kernel widths: dense; -50% unrounded; two rounded to 8 (slow here); two multiples of 64."""
 POSITIONAL_KERNEL = "positional conv of wav2vec2-base, 1 s of audio"
 ATTENTION_KERNEL = "WavLM-base attention layer, batch 8 × 10 s"
 SHORT_ATTENTION_KERNEL = "WavLM-base attention layer, batch 1 × 10 s"
@@ -308,14 +325,15 @@ KernelGroup = tuple[dict[str, Callable[[], Any]], dict[str, int]]
 
 def _gemm_and_conv_groups() -> dict[str, KernelGroup]:
     """The FFN input projection on 10 s of audio with kept units that are or are not multiples of 8 (in
-    pairs: unrounded, rounded), and the second conv layer at dense and pruned widths."""
+    pairs: unrounded, rounded), and the second conv layer at the dense width, at the -50% structure's
+    widths unrounded and rounded to multiples of 8, and at the multiples of 64 around them."""
     frames = torch.randn(499, 768)
     linears = {
         f"{units} units": nn.Linear(768, units) for units in (3072, 2834, 2832, 2325, 2328, 1757, 1760)
     }
     convs = {
         f"{c} channels": (nn.Conv1d(c, c, 3, stride=2, bias=False), torch.randn(1, c, 3199))
-        for c in (512, 388, 384, 293, 296)
+        for c in CONV_WIDTHS
     }
     return {
         FFN_KERNEL: (
@@ -458,7 +476,10 @@ def _deployment(
     plan: Plan, models: Mapping[str, nn.Module], family: str, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The "deployment" experiment: the rounded structures in every runtime, per thread count."""
-    structures = {"dense": models["dense"], **{label(r, 8): models[label(r, 8)] for r in REDUCTIONS}}
+    structures = {
+        "dense": models["dense"],
+        **{label(r, DEPLOYED_ROUNDING): models[label(r, DEPLOYED_ROUNDING)] for r in REDUCTIONS},
+    }
     measured = {}
     with tempfile.TemporaryDirectory() as directory:
         for count in plan.thread_counts:
@@ -476,26 +497,26 @@ def _measure_family(
     family: str, plan: Plan, threads: int | None, experiments: tuple[str, ...], log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The document's entry of one family: its structures and the per-family experiments."""
-    models = table_models(family, multiples=(1, 8))
+    models = table_models(family, roundings=(None, *ROUNDINGS))
     dense = models["dense"]
     most = label(REDUCTIONS[-1])
     entry: dict[str, Any] = {"structures": {name: _structure(model, dense) for name, model in models.items()}}
     if "table" in experiments:
         log(f"{family}: speedup table")
         entry["table"] = _bench(
-            {n: m for n, m in models.items() if "x8" not in n}, plan.table, plan.warmup, threads
+            {n: m for n, m in models.items() if not is_rounded(n)}, plan.table, plan.warmup, threads
         )
     if "multiple_of_8" in experiments:
         log(f"{family}: multiples of 8")
         # Each rounded structure against the unrounded one only: two models per round keep them close in time.
         entry["multiple_of_8"] = [
             _bench(
-                {name: models[name] for name in (label(r), label(r, 8))},
+                {name: models[name] for name in (label(r), label(r, "x8"))},
                 plan.multiple_of_8,
                 plan.warmup,
                 threads,
                 memory=False,
-                pairs=[(label(r), label(r, 8))],
+                pairs=[(label(r), label(r, "x8"))],
             )
             for r in REDUCTIONS
         ]
@@ -511,15 +532,17 @@ def _measure_family(
         }
     if "training" in experiments:
         log(f"{family}: training overhead")
-        batch_size, seconds, repeats = plan.training
-        entry["training_overhead"] = training_overhead(
-            dense,
-            seconds=seconds,
-            batch_size=batch_size,
-            repeats=repeats,
-            warmup=plan.warmup,
-            threads=threads,
-        )
+        entry["training_overhead"] = [
+            training_overhead(
+                dense,
+                seconds=seconds,
+                batch_size=batch_size,
+                repeats=repeats,
+                warmup=plan.warmup,
+                threads=threads,
+            )
+            for batch_size, seconds, repeats in plan.training
+        ]
     if "deployment" in experiments:
         entry["deployment"] = _deployment(plan, models, family, log)
     return entry

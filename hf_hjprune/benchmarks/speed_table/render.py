@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...reporting import SPEEDUP_COLUMNS, TRAINING_STEP_COLUMNS, markdown_table
+from ...reporting import SPEEDUP_COLUMNS, TRAINING_STEP_COLUMNS, markdown_table, training_step_cells
 from .findings import findings
 from .measure import PARTS, RUNTIMES, TABLE_MODELS, label
 from .results import deployment_rows, efficiencies, latency, pair_rows, ran, reductions
@@ -261,31 +261,24 @@ def _training_section(result: Mapping[str, Any]) -> list[str]:
         "Training overhead of the gates",
         'Time of one training step (forward, backward, AdamW) with `HJPruner(model, variant="macs", '
         "target=0.4)` attached (sampled gates, loss + Lagrangian penalty) against dense fine-tuning of "
-        "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved.",
+        "the same model on the same batch (CTC loss, train mode, LayerDrop off), steps interleaved. Peak "
+        "memory: the most bytes allocated through PyTorch at once during one more step of each, beyond those "
+        "live before it (activations, gradients, workspaces).",
     )
-    rows = []
-    for family, entry in result["families"].items():
-        overhead = entry["training_overhead"]
-        dense, gated = overhead["dense_step"], overhead["gated_step"]
-        rows.append(
-            [
-                family,
-                str(overhead["batch_size"]),
-                f"{overhead['seconds']:g}",
-                f"{dense['median_ms']:.0f} ± {dense['iqr_ms']:.0f}",
-                f"{gated['median_ms']:.0f} ± {gated['iqr_ms']:.0f}",
-                f"{overhead['ratio']:.2f}×",
-                f"{overhead['cpu_ratio']:.2f}×",
-            ]
-        )
+    rows = [
+        [family, str(overhead["batch_size"]), f"{overhead['seconds']:g}", *training_step_cells(overhead)]
+        for family, entry in result["families"].items()
+        for overhead in entry["training_overhead"]
+    ]
     return lines + markdown_table(["model", "batch", "audio (s)", *TRAINING_STEP_COLUMNS], rows)
 
 
 def _deployment_section(result: Mapping[str, Any]) -> list[str]:
     lines = _section(
         "Deployment: PyTorch, `optimize_for_inference`, ONNX Runtime fp32 and int8",
-        "Each structure with conv channels and FFN units rounded to multiples of 8 (as `round_to=8` exports "
-        "it) in PyTorch fp32, in PyTorch after `optimize_for_inference(model)` (weight norm folded), and "
+        "Each structure with conv channels rounded to multiples of 64 and FFN units to multiples of 8 (as "
+        '`round_to={"conv": 64, "ffn": 8}` exports it) in PyTorch fp32, in PyTorch after '
+        "`optimize_for_inference(model)` (weight norm folded), and "
         "exported with `hjprune export` to ONNX Runtime fp32 and int8 (dynamic quantisation of the "
         "MatMul/Gemm weights; convolutions fp32). Every cell is the speedup against the dense model in "
         "PyTorch fp32 timed in the same interleaved run (its median in `dense (ms)`); the MACs ratio (dense "
