@@ -43,3 +43,16 @@ def assert_lists_fields(text, recipe_class):
         first_words = " ".join(f.metadata["help"].split()[:3])
         assert lines[row + 1].strip().startswith(first_words), (f.name, lines[row + 1])
     assert "  max_steps: 1000" in lines or "  max_steps: 10000" in lines  # the default follows the name
+
+
+def test_round_to_per_unit_group():
+    """`round_to` takes one multiple or one per group, from YAML or `--set round_to.conv=64`."""
+    from hf_hjprune.errors import HJPruneInputError
+    from hf_hjprune.recipes import load_recipe
+
+    assert load_recipe("tiny_asr", ["round_to=8"]).round_to == 8
+    assert load_recipe("tiny_asr", ["round_to.conv=64", "round_to.ffn=8"]).round_to == {"conv": 64, "ffn": 8}
+    with pytest.raises(HJPruneInputError, match="did you mean 'conv'"):
+        load_recipe("tiny_asr", ["round_to.cnv=64"])
+    with pytest.raises(HJPruneInputError, match="round_to.ffn must be a positive integer"):
+        load_recipe("tiny_asr", ["round_to.ffn=0"])

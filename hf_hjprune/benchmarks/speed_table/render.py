@@ -14,7 +14,7 @@ import numpy as np
 from ...reporting import SPEEDUP_COLUMNS, TRAINING_STEP_COLUMNS, markdown_table, training_step_cells
 from .findings import findings
 from .measure import PARTS, RUNTIMES, TABLE_MODELS, label
-from .results import deployment_rows, efficiencies, latency, pair_rows, ran, reductions
+from .results import deployment_rows, efficiencies, latency, most_threads, pair_rows, ran, reductions
 
 COMMAND = "python -m hf_hjprune.benchmarks.speed_table"
 FAMILY_NAMES = {"hubert-base": "HuBERT-base", "wavlm-base": "WavLM-base"}
@@ -65,7 +65,8 @@ def _header(result: Mapping[str, Any], command: str) -> list[str]:
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, AVX level {machine['cpu_capability']}), "
         f"{_plural(result['threads'], 'intra-op thread')}, torch {machine['torch']}, transformers "
         f"{machine['transformers']}. 1-minute load average {load_before[0]:.1f} at the start and "
-        f"{load_after[0]:.1f} at the end (other processes shared the machine when it is above the thread count).",
+        f"{load_after[0]:.1f} at the end (other processes shared the machine when it is above the most "
+        f"threads the run used, {most_threads(result)}).",
         "",
         f"Models: {_english([FAMILY_NAMES.get(f, f) for f in families])} shapes (stock "
         + (" / ".join(configs) if len(configs) == len(families) else "configs")

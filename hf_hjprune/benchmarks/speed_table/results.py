@@ -27,12 +27,21 @@ def most_pruned(result: Mapping[str, Any]) -> str:
     return label(max(reductions(result)))
 
 
+def most_threads(result: Mapping[str, Any]) -> int:
+    """The most intra-op threads any experiment of the run used (the thread-count and deployment
+    experiments also run at `plan.thread_counts`)."""
+    counts = [result["threads"]]
+    if ran(result, "threads") or ran(result, "deployment"):
+        counts += result["plan"]["thread_counts"]
+    return max(counts)
+
+
 def shared_machine(result: Mapping[str, Any]) -> bool:
-    """Whether other processes shared the machine: a 1-minute load average above the thread count at the
-    start or the end of the run."""
+    """Whether other processes shared the machine: a 1-minute load average above the most threads the run
+    used (`most_threads`) at the start or the end of the run."""
     machine = result["machine"]
     loads = [machine.get("load_average"), machine.get("load_average_after")]
-    return any(load and load[0] > result["threads"] for load in loads)
+    return any(load and load[0] > most_threads(result) for load in loads)
 
 
 def pair_rows(result: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
