@@ -129,7 +129,7 @@ class _Scale(nn.Module):
         return tensor * mask.view(shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Recompute:
     """What autograd keeps instead of a gated weight (or a view of it): the ungated weight and the mask
     (both alive anyway), to multiply again when the backward pass needs the product."""
@@ -173,7 +173,7 @@ class _RecomputedWeights:
             return tensor
         entry = self._products.get(tensor.untyped_storage().data_ptr())
         product = entry[0]() if entry is not None else None
-        if product is None or product.dtype != tensor.dtype:
+        if product is None or product.dtype != tensor.dtype or product.device != tensor.device:
             return tensor
         _, original, mask, parametrization = entry
         return _Recompute(
