@@ -60,7 +60,7 @@ def prune_model(
             "model has HJPruner gates attached: use pruner.export() for the pruned model, "
             "or pruner.detach() first to prune the un-gated weights"
         )
-    if set(rounding_multiples(round_to).values()) != {1}:
+    if any(multiple > 1 for multiple in rounding_multiples(round_to).values()):
         counts = unit_counts(model.config)
         keep = round_keep(_normalise_keep(keep, counts), counts, round_to, scores or weight_scores(model))
     return build_pruned(model, keep, state)

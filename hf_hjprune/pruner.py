@@ -147,7 +147,7 @@ class _RecomputedWeights:
 
     A layer that consumes a gated weight (a linear, a conv) saves it for its backward pass, so a gated
     training step would hold a second copy of every gated weight from the forward to the backward pass
-    (+21% peak memory on a wav2vec2-base step, batch 2 × 4 s). While the gated model's forward runs,
+    (the speed table's training section measures the peak memory). While the gated model's forward runs,
     `pack` replaces a saved tensor that is a recorded product, or a view of one, by a `_Recompute`, and
     `unpack` multiplies again in the backward pass: one elementwise product per weight. Products are
     recognised by their storage while they are alive (a weak reference); anything else is saved as usual.
@@ -255,7 +255,7 @@ class HJPruner(nn.Module):
     ):
         super().__init__()
         self.head = head_of(model)  # raises for an unsupported family or model class
-        units = self._check_arguments(model, variant, units, round_to, target_reference)
+        units = self._check_arguments(model, variant, units, target_reference)
         self.model = model
         self.variant = variant
         self.round_to = round_to
@@ -283,7 +283,6 @@ class HJPruner(nn.Module):
         model: nn.Module,
         variant: str,
         units: tuple[str, ...] | None,
-        round_to: int | Mapping[str, int],
         target_reference: str,
     ) -> tuple[str, ...]:
         """Raise for arguments the pruner cannot work with; return the unit groups to gate."""
@@ -308,7 +307,6 @@ class HJPruner(nn.Module):
                     f"feat_extract_activation={config.feat_extract_activation!r} is not zero at zero: "
                     "conv channel gates sit before it and need act(0) = 0"
                 )
-        rounding_multiples(round_to)  # raises for a bad value
         if target_reference not in TARGET_REFERENCES:
             raise HJPruneInputError(
                 f"target_reference must be 'start' or 'original', got {target_reference!r}"
@@ -585,7 +583,7 @@ class HJPruner(nn.Module):
 
     @round_to.setter
     def round_to(self, value: int | Mapping[str, int]) -> None:
-        self._multiples = rounding_multiples(value)
+        self._multiples = rounding_multiples(value)  # raises for a bad value, before any gate is built
         self._round_to_value = value
 
     def _round_to(self, group: str) -> int:

@@ -55,7 +55,7 @@ ROUNDED_GROUPS = ("conv", "ffn")
 def rounding_multiples(round_to: int | Mapping[str, int]) -> dict[str, int]:
     """The multiple each unit group's kept count is rounded to: `round_to` for every group of
     `ROUNDED_GROUPS` when it is an int, else per group (`{"conv": 64, "ffn": 8}`; missing groups: 1).
-    Heads are never rounded (1)."""
+    Other groups (heads, whole blocks) are not rounded."""
 
     def checked(multiple: Any, name: str) -> int:
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
@@ -63,13 +63,11 @@ def rounding_multiples(round_to: int | Mapping[str, int]) -> dict[str, int]:
         return multiple
 
     if not isinstance(round_to, Mapping):
-        multiples = dict.fromkeys(ROUNDED_GROUPS, checked(round_to, "round_to"))
-    else:
-        unknown = set(round_to) - set(ROUNDED_GROUPS)
-        if unknown:
-            raise HJPruneInputError(unknown_keys_message(unknown, ROUNDED_GROUPS, "round_to"))
-        multiples = {group: checked(round_to.get(group, 1), f"round_to.{group}") for group in ROUNDED_GROUPS}
-    return {**multiples, "heads": 1}
+        return dict.fromkeys(ROUNDED_GROUPS, checked(round_to, "round_to"))
+    unknown = set(round_to) - set(ROUNDED_GROUPS)
+    if unknown:
+        raise HJPruneInputError(unknown_keys_message(unknown, ROUNDED_GROUPS, "round_to"))
+    return {group: checked(round_to.get(group, 1), f"round_to.{group}") for group in ROUNDED_GROUPS}
 
 
 HEADS = ("base", "ctc", "classification")

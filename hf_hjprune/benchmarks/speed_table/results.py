@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .measure import DEPLOYED_ROUNDING, RUNTIMES, label
+from .measure import DEPLOYED_ROUNDING, RUNTIMES, label, rounding_of
 
 
 def ran(result: Mapping[str, Any], experiment: str) -> bool:
@@ -78,7 +78,7 @@ def deployment_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
         for batch_size, seconds in sorted({(b, s) for _, b, s in found}):
             dense_ms = latency(measured, "dense", batch_size, seconds)["median_ms"]
             for structure in entry["structures"]:
-                if structure != "dense" and not structure.endswith(f"({DEPLOYED_ROUNDING})"):
+                if structure != "dense" and rounding_of(structure) != DEPLOYED_ROUNDING:
                     continue
                 speedups, macs_ratio = {}, 1.0
                 for runtime in RUNTIMES:
