@@ -189,6 +189,14 @@ class Recipe(RecipeBase):
     variant: str = field(
         default="macs", metadata={"help": '"none" (dense fine-tuning) or an `HJPruner` variant.'}
     )
+    freeze_feature_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave the CNN feature encoder's weights as they start (wav2vec 2.0 fine-tuning, fairseq's "
+            "feature_grad_mult 0): no backward pass through the CNN, about a fifth less time per step. Only "
+            'with variant "none" or "transformer": the others gate conv channels.'
+        },
+    )
     target: float | dict[str, float] = field(
         default=0.4,
         metadata={
@@ -344,6 +352,11 @@ class Recipe(RecipeBase):
         if self.final_finetune_steps and self.variant == DENSE:
             raise HJPruneInputError(
                 "final_finetune_steps is for pruning runs; with variant: none, raise max_steps"
+            )
+        if self.freeze_feature_encoder and self.variant not in (DENSE, "transformer"):
+            raise HJPruneInputError(
+                f"freeze_feature_encoder: the {self.variant!r} variant prunes conv channels and needs the CNN's "
+                'backward pass; use it with variant "none" or "transformer"'
             )
         if self.distillation is not None:
             from .distill import DistillationConfig

@@ -188,15 +188,19 @@ class Progress:
             setattr(self, name, value)
 
 
+LOADING_ARGUMENTS = ("attn_implementation",)
+"""`model_config` keys that are `from_pretrained` arguments rather than config attributes."""
+
+
 def load_start_config(recipe: Recipe) -> PretrainedConfig:
-    """The config of the start model; `recipe.model_config` must name attributes it has.
+    """The config of the start model; `recipe.model_config` must name attributes it has (or `LOADING_ARGUMENTS`).
 
     Raises:
         HJPruneInputError: The model cannot be loaded (not a local checkpoint, not on the Hub, or
             offline), or a `model_config` key is not one of its config's attributes.
     """
     config = load_start_model_config(recipe.model)
-    known = config.to_dict()
+    known = {**config.to_dict(), **dict.fromkeys(LOADING_ARGUMENTS)}
     unknown = [key for key in recipe.model_config if key not in known and not hasattr(config, key)]
     if unknown:
         hints = ", ".join(f"{key!r}{did_you_mean(key, known)}" for key in unknown)
@@ -860,6 +864,8 @@ def _set_up_run(recipe: Recipe, resume: bool) -> TrainingRun:
     feature_extractor = load_feature_extractor(recipe)
     targets = _task_targets(recipe, dataset, start_config, feature_extractor)
     model = build_model(recipe, targets.tokenizer, targets.label2id)
+    if recipe.freeze_feature_encoder:
+        model.freeze_feature_encoder()  # the CNN then runs without autograd
     before = {"params": count_params(model).as_dict(), "macs": count_macs(model, recipe.seconds).as_dict()}
     # The pruner gates the model in place; keep the starting model aside for its evaluation.
     starting_model = copy.deepcopy(model) if recipe.variant != DENSE and checkpoint is None else model
