@@ -153,3 +153,22 @@ def test_match_target_lands_on_the_budget_and_exports_exactly(variant, target, l
     assert 1 - count_macs(pruned).total / count_macs(pruner.detach()).total == pytest.approx(
         reductions.get("macs", 1 - count_macs(pruned).total / count_macs(pruner.model).total), abs=1e-6
     )
+
+
+def test_a_frozen_feature_encoder_keeps_its_weights_and_trains_the_rest(tmp_path, cache_dir, teacher):
+    # Eager attention is asked for like a config attribute, though it is a from_pretrained argument.
+    run(cache_dir, tmp_path / "run", f"model={teacher}", "model_config={attn_implementation: eager}",
+        "variant=none", "max_steps=3", "learning_rate=3e-3", "freeze_feature_encoder=true")  # fmt: skip
+    start = AutoModelForCTC.from_pretrained(teacher).state_dict()
+    end = AutoModelForCTC.from_pretrained(tmp_path / "run" / "model").state_dict()
+    cnn = [key for key in start if ".feature_extractor." in key]
+    assert cnn and all(torch.equal(start[key], end[key]) for key in cnn)
+    assert not torch.equal(start["lm_head.weight"], end["lm_head.weight"])
+
+
+def test_a_frozen_feature_encoder_is_only_for_runs_that_keep_the_cnn():
+    assert load_recipe(
+        "tiny_asr", ["variant=transformer", "freeze_feature_encoder=true"]
+    ).freeze_feature_encoder
+    with pytest.raises(ValueError, match="'macs' variant prunes conv channels"):
+        load_recipe("tiny_asr", ["variant=macs", "freeze_feature_encoder=true"])
