@@ -1216,8 +1216,8 @@ def _train_one_in_worker(values: dict[str, Any], threads: int, keep_going: bool)
 
 def relative_cost(recipe: Recipe) -> float:
     """A run's training time in units of one full step, to start the longest runs first: without the
-    CNN's backward pass (a frozen feature encoder) a step of the demo's start model takes 0.6 of one."""
-    return (recipe.max_steps + recipe.final_finetune_steps) * (0.6 if recipe.freeze_feature_encoder else 1.0)
+    CNN's backward pass (a frozen feature encoder) a step of the demo's start model takes 0.7 of one."""
+    return (recipe.max_steps + recipe.final_finetune_steps) * (0.7 if recipe.freeze_feature_encoder else 1.0)
 
 
 def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False) -> list[dict[str, Any]]:
