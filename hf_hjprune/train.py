@@ -1214,6 +1214,31 @@ def _train_one_in_worker(values: dict[str, Any], threads: int, keep_going: bool)
     return _train_or_error(Recipe.from_dict(values), keep_going)
 
 
+def finished_summary(recipe: Recipe) -> dict[str, Any] | None:
+    """The `summary.json` of `recipe`'s finished run, or None when `output_dir` holds none.
+
+    Raises:
+        HJPruneInputError: `output_dir` holds a finished run of another recipe, which a benchmark
+            would otherwise report as this one's.
+    """
+    path = Path(recipe.output_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    expected = json.loads(json.dumps(recipe.to_dict()))
+    # A field added since the run was trained counts as its default.
+    defaults = json.loads(json.dumps(Recipe().to_dict()))
+    saved = {**defaults, **summary.get("recipe", {})}
+    changed = [key for key in expected if saved.get(key) != expected[key]]
+    if changed:
+        shown = "; ".join(f"{key}: {saved.get(key)!r} there, {expected[key]!r} now" for key in changed[:5])
+        raise HJPruneInputError(
+            f"{path.parent} holds a finished run of another recipe ({shown}); move it away or choose "
+            "another output folder"
+        )
+    return summary
+
+
 def relative_cost(recipe: Recipe) -> float:
     """A run's training time in units of one full step, to start the longest runs first: without the
     CNN's backward pass (a frozen feature encoder) a step of the demo's start model takes 0.7 of one."""

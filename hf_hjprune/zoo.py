@@ -586,7 +586,7 @@ def train_zoo(
         ValueError: An unknown name, or an entry whose recipe is not shipped.
     """
     from .recipes import available_recipes, load_recipe
-    from .train import train
+    from .train import finished_summary, train
 
     entries = {entry["name"]: entry for entry in load_index(zoo_dir)["entries"]}
     names = list(names) if names is not None else [n for n, e in entries.items() if e["data"] == "synthetic"]
@@ -607,8 +607,9 @@ def train_zoo(
         overrides = list(entry["overrides"])
         if entry.get("start_recipe"):
             first = start_dir(output_root, name)
-            if not (first / "summary.json").is_file():  # a finished start model is reused
-                train(load_recipe(entry["start_recipe"], [*entry["start_overrides"], f"output_dir={first}"]))
+            start = load_recipe(entry["start_recipe"], [*entry["start_overrides"], f"output_dir={first}"])
+            if finished_summary(start) is None:  # a finished start model is reused
+                train(start)
             overrides.append(f"model={first / 'model'}")
         run_dir = Path(output_root) / name
         train(load_recipe(entry["recipe"], [*overrides, f"output_dir={run_dir}"]))

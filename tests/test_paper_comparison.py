@@ -131,3 +131,12 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert pc.main(argv[:7] + argv[9:]) == 0  # one job this time; the finished runs are reused
     assert summary.stat().st_mtime_ns == written
     assert json.loads((out / "paper_comparison.json").read_text())["runs"] == result["runs"]
+
+    # A finished run trained with another recipe is not reported as this one's.
+    edited = json.loads(summary.read_text())
+    edited["recipe"]["max_steps"] += 1
+    summary.write_text(json.dumps(edited))
+    with pytest.raises(
+        ValueError, match=r"asr_macs_40_seed0 holds a finished run of another recipe \(max_steps"
+    ):
+        pc.main(argv[:7] + argv[9:])

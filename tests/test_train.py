@@ -31,8 +31,9 @@ from hf_hjprune.data.collate import (
 from hf_hjprune.data.corpus import build_corpus
 from hf_hjprune.data.flite import FLITE_VOICES, flite_available
 from hf_hjprune.data.sources import load_source
+from hf_hjprune.errors import HJPruneInputError
 from hf_hjprune.recipes import available_recipes, load_recipe
-from hf_hjprune.train import HEAD_MODULES, build_model, build_optimizer, train
+from hf_hjprune.train import HEAD_MODULES, build_model, build_optimizer, finished_summary, train
 
 SIZES = {"num_train": 32, "num_validation": 8, "num_test": 8, "seed": 0}
 SUMMARY_KEYS = {
@@ -438,3 +439,15 @@ def test_out_of_domain_test_is_skipped_without_flite(tmp_path, cache_dir, monkey
     monkeypatch.setattr(train_module, "flite_available", lambda: False)
     summary = run("tiny_asr", cache_dir, tmp_path / "run", "variant=none", "ood_test=flite")
     assert summary["ood_test"] == {"source": "flite", "skipped": "flite is not installed"}
+
+
+def test_a_finished_run_is_reused_only_for_its_own_recipe(tmp_path):
+    recipe = load_recipe("tiny_asr", [f"output_dir={tmp_path}"])
+    assert finished_summary(recipe) is None
+    saved = recipe.to_dict()
+    del saved["freeze_feature_encoder"]  # a field added since: its default
+    (tmp_path / "summary.json").write_text(json.dumps({"recipe": saved, "steps": 3}))
+    assert finished_summary(recipe)["steps"] == 3
+    changed = load_recipe("tiny_asr", [f"output_dir={tmp_path}", "learning_rate=0.5"])
+    with pytest.raises(HJPruneInputError, match=r"learning_rate: 0\.001 there, 0\.5 now"):
+        finished_summary(changed)

@@ -11,14 +11,13 @@ target and seed changed). Two quality levers are added to HJ-MAC: a final fine-t
 structure (`final_finetune_steps` more steps), and distillation from the dense run of the same seed.
 
 Finished runs (`OUTPUT_DIR/<run>/summary.json`) are reused, so an interrupted comparison continues
-where it stopped. The command writes `results/paper_comparison.{json,md,png}` next to this file and
+where it stopped; a finished run of another recipe (trained before a recipe changed) is an error. The command writes `results/paper_comparison.{json,md,png}` next to this file and
 the table between the `paper-comparison` markers of the README.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -170,7 +169,7 @@ def run_comparison(
     train side by side, each in its own process (`hf_hjprune.train.train_all`).
     """
     from ..recipes import load_recipe
-    from ..train import prepare_data, train_all
+    from ..train import finished_summary, prepare_data, train_all
 
     output_root = Path(output_root)
     common = [f"data_options.cache_dir={output_root / 'corpus'}"]
@@ -193,11 +192,12 @@ def run_comparison(
         return load_recipe(TASK_RECIPES[run.task], overrides)
 
     recipes = [recipe_of(run) for run in runs]  # bad overrides fail here, before any training
+    finished = {r.output_dir for r in recipes if finished_summary(r) is not None}  # or another recipe's
     prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
     errors: dict[str, dict[str, str]] = {}
     for wave in (False, True):  # distillation needs its teacher, the dense run, finished first
         todo = [r for run, r in zip(runs, recipes) if (run.lever == "distill") == wave]
-        todo = [r for r in todo if not (Path(r.output_dir) / "summary.json").is_file()]
+        todo = [r for r in todo if r.output_dir not in finished]
         log(f"[{time.perf_counter() - started:6.0f} s] training {len(todo)} runs")
         # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
         errors |= {
@@ -206,9 +206,9 @@ def run_comparison(
         }
     rows = []
     for run, recipe in zip(runs, recipes):
-        path = Path(recipe.output_dir) / "summary.json"
-        if path.is_file():
-            rows.append(result_row(run, json.loads(path.read_text(encoding="utf-8"))))
+        summary = finished_summary(recipe)
+        if summary is not None:
+            rows.append(result_row(run, summary))
         else:
             rows.append({**_run_fields(run), "error": None, **errors.get(recipe.output_dir, {})})
         log(_describe(rows[-1]))

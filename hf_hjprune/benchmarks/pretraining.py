@@ -53,7 +53,7 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Fine-tune every (task, start, seed), `random` being the first start model's shape from scratch."""
     from ..recipes import load_recipe
-    from ..train import prepare_data, train_all
+    from ..train import finished_summary, prepare_data, train_all
 
     runs_dir = Path(runs_dir)
     starts = [*start_models, "random"]
@@ -75,7 +75,7 @@ def run_benchmark(
                 recipes.append(load_recipe(TASK_RECIPES[task], overrides))
                 keys.append((task, start, seed))
     prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
-    todo = [r for r in recipes if not (Path(r.output_dir) / "summary.json").is_file()]
+    todo = [r for r in recipes if finished_summary(r) is None]  # a finished run of another recipe raises
     started = time.perf_counter()
     log(f"{len(recipes) - len(todo)} runs done, training {len(todo)}")
     train_all(todo, jobs)
