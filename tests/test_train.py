@@ -279,6 +279,7 @@ def test_optimizer_groups_and_head_learning_rate(head):
     assert len(body["params"]) + len(head_names) == len(list(model.parameters()))
     assert {id(p) for p in gates["params"]} == {id(p) for p in pruner.gate_parameters()}
     assert {id(p) for p in lambdas["params"]} == {id(p) for p in pruner.lagrangian_parameters()}
+    assert optimizer.defaults["fused"]  # one kernel for every tensor on a CPU
     for _ in range(recipe.num_warmup_steps):
         optimizer.step()  # no gradients: only the schedule moves
         scheduler.step()
