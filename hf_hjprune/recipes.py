@@ -283,6 +283,14 @@ class Recipe(RecipeBase):
     gate_learning_rate: float = field(
         default=2e-2, metadata={"help": "Constant learning rate of the gate logits."}
     )
+    gate_init_log_alpha: float = field(
+        default=2.0,
+        metadata={
+            "help": "Initial gate logit. At 2 a unit is non-zero with probability 0.97, but a training sample "
+            "scales 40% of the units below 1 (by 0.86 on average); higher starts with less noise, further "
+            "from pruning."
+        },
+    )
     lambda_learning_rate: float = field(
         default=2e-2, metadata={"help": "Constant learning rate (ascent) of the Lagrange multipliers."}
     )

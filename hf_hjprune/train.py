@@ -951,6 +951,7 @@ def _build_pruner(recipe: Recipe, model: PreTrainedModel) -> HJPruner | None:
         seconds=recipe.seconds,
         prune_blocks=recipe.prune_blocks,
         round_to=recipe.round_to,
+        init_log_alpha=recipe.gate_init_log_alpha,
     )
 
 

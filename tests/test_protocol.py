@@ -172,3 +172,12 @@ def test_a_frozen_feature_encoder_is_only_for_runs_that_keep_the_cnn():
     ).freeze_feature_encoder
     with pytest.raises(ValueError, match="'macs' variant prunes conv channels"):
         load_recipe("tiny_asr", ["variant=macs", "freeze_feature_encoder=true"])
+
+
+def test_the_recipe_sets_the_gates_initial_logit():
+    from hf_hjprune.train import _build_pruner
+
+    recipe = load_recipe("tiny_asr", ["gate_init_log_alpha=5.0"])
+    pruner = _build_pruner(recipe, Wav2Vec2ForCTC(tiny_config()))
+    logits = torch.cat([gate.log_alpha.detach() for gate in pruner.gates.values()])
+    assert logits.mean().item() == pytest.approx(5.0, abs=0.01)
