@@ -193,7 +193,7 @@ class Recipe(RecipeBase):
         default=False,
         metadata={
             "help": "Leave the CNN feature encoder's weights as they start (wav2vec 2.0 fine-tuning, fairseq's "
-            "feature_grad_mult 0): no backward pass through the CNN, about a fifth less time per step. Only "
+            "feature_grad_mult 0): no backward pass through the CNN, a third less time per step here. Only "
             'with variant "none" or "transformer": the others gate conv channels.'
         },
     )

@@ -1,6 +1,7 @@
 """The toy reproduction of the paper's comparison: planning, aggregation, reporting, and a quick run."""
 
 import json
+import re
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_update_readme_replaces_only_the_marked_table(tmp_path):
     assert not pc.update_readme("x", plain) and plain.read_text() == "no markers\n"
 
 
-def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path):
+def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path, capsys):
     runs_dir, out = tmp_path / "runs", tmp_path / "results"
     argv = ["--quick", "--variants", "macs", "transformer", "--targets", "0.1", "0.4", "--jobs", "2"]
     argv += ["--runs-dir", str(runs_dir), "--output-dir", str(out), "--no-readme"]
@@ -136,7 +137,8 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     edited = json.loads(summary.read_text())
     edited["recipe"]["max_steps"] += 1
     summary.write_text(json.dumps(edited))
-    with pytest.raises(
-        ValueError, match=r"asr_macs_40_seed0 holds a finished run of another recipe \(max_steps"
-    ):
+    with pytest.raises(SystemExit) as stopped:
         pc.main(argv[:7] + argv[9:])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert re.search(r"asr_macs_40_seed0 holds a finished run of another recipe \(max_steps", error)

@@ -3,13 +3,16 @@
 import json
 
 import numpy as np
+import pytest
 
 from hf_hjprune.benchmarks import pretraining as pb
 from hf_hjprune.cards import DOWNSTREAM_MARKERS
 from hf_hjprune.demo import QUICK_MODEL, QUICK_OVERRIDES
 
 
-def test_quick_benchmark_writes_results_reuses_runs_and_fills_start_model_cards(tmp_path, monkeypatch):
+def test_quick_benchmark_writes_results_reuses_runs_and_fills_start_model_cards(
+    tmp_path, monkeypatch, capsys
+):
     runs_dir, out = tmp_path / "runs", tmp_path / "results"
     quick = [f"--set={override}" for override in (*QUICK_OVERRIDES, *QUICK_MODEL, "model=tiny:hubert")]
     argv = ["--start-models", "tiny:hubert", "--jobs", "2", "--runs-dir", str(runs_dir)]
@@ -29,6 +32,14 @@ def test_quick_benchmark_writes_results_reuses_runs_and_fills_start_model_cards(
     summary = runs_dir / "slu_tiny-hubert_seed0" / "summary.json"
     written = summary.stat().st_mtime_ns
     assert pb.main(argv) == 0  # the finished runs are reused
+    assert summary.stat().st_mtime_ns == written
+    changed = argv + ["--set=learning_rate=0.5"]  # not what the finished runs were trained with
+    with pytest.raises(SystemExit) as stopped:
+        pb.main(changed)
+    assert (
+        stopped.value.code == 2
+        and "holds a finished run of another recipe (learning_rate" in capsys.readouterr().err
+    )
     assert summary.stat().st_mtime_ns == written
 
     # A shipped start model's card gets its own rows and random init's, between its markers.

@@ -447,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.disable_progress_bar()
-    result = run_comparison(runs, args.runs_dir, args.start_model, args.jobs, args.quick)
+    try:
+        result = run_comparison(runs, args.runs_dir, args.start_model, args.jobs, args.quick)
+    except HJPruneInputError as err:  # e.g. a finished run of another recipe in --runs-dir
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     result["aggregated"] = aggregate(result["runs"])
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..cards import DOWNSTREAM_MARKERS
+from ..errors import HJPruneInputError
 from ..reporting import markdown_table, mean_percent, new_figure, results_page, save_png
 from ..start_models import PRETRAINED_DIR, PRETRAINED_PREFIX
 from .paper_comparison import README, RESULTS_DIR, update_readme
@@ -235,9 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a field of every fine-tuning recipe (for smoke tests)")  # fmt: skip
     parser.add_argument("--no-readme", action="store_true", help="leave the README table alone")
     args = parser.parse_args(argv)
-    result = run_benchmark(
-        args.start_models, args.tasks, args.seeds, args.runs_dir, args.jobs, args.overrides
-    )
+    try:
+        result = run_benchmark(
+            args.start_models, args.tasks, args.seeds, args.runs_dir, args.jobs, args.overrides
+        )
+    except HJPruneInputError as err:  # e.g. a finished run of another recipe in --runs-dir
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     result["aggregated"] = aggregate(result["runs"])
     result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     args.output_dir.mkdir(parents=True, exist_ok=True)
