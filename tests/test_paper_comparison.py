@@ -18,6 +18,7 @@ def test_plan_covers_every_variant_target_and_seed():
     assert pc.Run("slu", "none", None, 0).name == "slu_none_seed0"
     assert pc.Run("asr", "macs", 0.4, 2, "distill").name == "asr_macs_40_distill_seed2"
     assert pc.Run("asr", "macs", 0.4, 2, "distill").label == "HJ-MAC + distillation"
+    assert all(run.lever is None for run in pc.plan(levers=()))
     with pytest.raises(ValueError, match="targets must lie in"):
         pc.plan(targets=(0.4, 1.2))
     with pytest.raises(ValueError, match="unknown task"):

@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--levers", nargs="*", default=list(LEVERS), choices=list(LEVERS),
+                        help="quality levers added to HJ-MAC (`--levers` alone: none)")  # fmt: skip
     parser.add_argument("--lever-targets", type=float, nargs="+", default=list(LEVER_TARGETS))
     parser.add_argument("--start-model", default=None, help="default: the demo recipes' shipped start model")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/paper_comparison"))
