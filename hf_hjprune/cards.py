@@ -26,10 +26,11 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PretrainedConfig
 
+from .atomic import atomic_write_json
 from .errors import HJPruneInputError
 from .pruner import DENSE, VARIANTS
 from .reporting import bench_markdown, change, markdown_table, percent, save_png, si, structure_figure
-from .start_models import TINY_PREFIX
+from .start_models import PRETRAINED_PREFIX, TINY_PREFIX
 from .structure import FAMILIES, original_unit_counts, unit_counts
 
 STRUCTURE_PLOT = "structure.png"
@@ -40,6 +41,12 @@ RECIPE_FILE = "recipe.yaml"
 
 START_RECIPE_FILE = "start_recipe.yaml"
 """File name of the recipe of the start model, when `hf_hjprune` trained it."""
+
+BASELINE_FILE = "baseline.json"
+"""In a pruned run's folder: the summary of its dense baseline (see `attach_baseline`)."""
+
+BASELINE_RECIPE_FILE = "baseline_recipe.yaml"
+"""File name of the dense baseline's recipe, next to the card."""
 
 PIPELINE_TAGS = {"asr": "automatic-speech-recognition", "slu": "audio-classification"}
 TASK_NAMES = {
@@ -206,6 +213,12 @@ def _start_model_text(model: str, params_before: float, start: Mapping[str, Any]
             f"a tiny {family}-shaped model built in code with random weights (`{model}`, "
             f"{si(params_before)} parameters, no pre-training); there is no base model on the Hub"
         )
+    if model.startswith(PRETRAINED_PREFIX):
+        return (
+            f"`{model}` ({si(params_before)} parameters), a start model that ships with `hf_hjprune`: pretrained "
+            "here on broad synthetic speech, not on this task (its card is `hf_hjprune/pretrained/"
+            f"{model[len(PRETRAINED_PREFIX) :]}/README.md`)"
+        )
     hub_id = hub_model_id(model)
     if hub_id is not None:
         return f"[`{hub_id}`](https://huggingface.co/{hub_id})"
@@ -277,39 +290,66 @@ def _latency_rows(bench: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _against_baseline(summary: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's final costs and metrics, with the dense baseline's final ones as "before"."""
+    compared = {
+        key: {"before": baseline[key]["after"], "after": summary[key]["after"]}
+        for key in ("params", "macs", "metrics")
+    }
+    compared["macs"]["seconds"] = summary["macs"].get("seconds", 1.0)
+    return compared
+
+
 def _results_section(
-    summary: Mapping[str, Any], task: str, dataset: Mapping[str, Any], bench: Any, trained_start: bool
+    summary: Mapping[str, Any],
+    task: str,
+    dataset: Mapping[str, Any],
+    bench: Any,
+    trained_start: bool,
+    baseline: Mapping[str, Any] | None = None,
 ) -> str:
     seconds = summary["macs"].get("seconds", 1.0)
+    compared = summary if baseline is None else _against_baseline(summary, baseline)
     rows = [
-        *_cost_rows("Parameters", summary["params"]),
-        *_cost_rows(f"MACs per {seconds:g} s of audio", summary["macs"]),
-        *_metric_rows(summary["metrics"], task, dataset["split"]),
+        *_cost_rows("Parameters", compared["params"]),
+        *_cost_rows(f"MACs per {seconds:g} s of audio", compared["macs"]),
+        *_metric_rows(compared["metrics"], task, dataset["split"]),
         *(_latency_rows(bench) if bench else []),
     ]
-    lines = markdown_table(["", "Start model (before training)", "This model", "Change"], rows, "-rrr")
+    reference = "Start model (before training)" if baseline is None else "Dense baseline"
+    lines = markdown_table(["", reference, "This model", "Change"], rows, "-rrr")
+    if baseline is not None:
+        about_reference = (
+            'The "Dense baseline" column is the paper\'s reference: the same start model fine-tuned on the same '
+            f"data for {baseline['steps']} steps without pruning (its recipe: `{BASELINE_RECIPE_FILE}`), so the "
+            "change is what pruning cost."
+        )
+    elif trained_start:
+        about_reference = (
+            'The "before" metrics are those of the start model, the dense model this one was pruned from.'
+        )
+    else:
+        about_reference = (
+            'The "before" metrics are those of the start model evaluated before this run\'s training; without a '
+            "trained task head (a `tiny:` model, a pre-trained-only checkpoint) it is at chance level there: the "
+            "starting point, not a trained dense baseline."
+        )
     lines += [
         "",
         f"Parameters and MACs are counted exactly from the per-layer sizes (`hf_hjprune.count_params` / "
         f"`count_macs`: multiply-accumulates of one forward pass over {seconds:g} s of 16 kHz audio, batch 1, "
         "task head included; the CNN and Transformer shares in parentheses leave out the head). Metrics are "
-        f'measured on the `{dataset["split"]}` split of {dataset["name"]}. The "before" metrics are those '
-        + (
-            "of the start model, the dense model this one was pruned from."
-            if trained_start
-            else "of the start model evaluated before this run's training; without a trained task head (a "
-            "`tiny:` model, a pre-trained-only checkpoint) it is at chance level there: the starting point, "
-            "not a trained dense baseline."
-        ),
+        f"measured on the `{dataset['split']}` split of {dataset['name']}. " + about_reference,
     ]
     if bench:
         lines += [
             "",
-            "Latency was measured with `hjprune bench` (median of timed runs; the start model is rebuilt "
-            "with the same task head)"
+            "Latency was measured with `hjprune bench` (median of timed runs; the dense model is "
+            + ("the baseline" if baseline is not None else "the start model rebuilt with the same task head")
+            + ")"
             + (
                 "; the ONNX Runtime rows time this model exported with `hjprune export` (fp32, and int8: "
-                "dynamic quantisation of the MatMul/Gemm weights), against the start model in PyTorch fp32"
+                "dynamic quantisation of the MatMul/Gemm weights), against the dense model in PyTorch fp32"
                 if any(pair.get("runtime", "PyTorch") != "PyTorch" for pair in bench.get("pairs", []))
                 else ""
             )
@@ -400,7 +440,11 @@ def _trained_for(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _reproduce_section(summary: Mapping[str, Any], start: Mapping[str, Any] | None = None) -> str:
+def _reproduce_section(
+    summary: Mapping[str, Any],
+    start: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
+) -> str:
     lines = []
     if start is not None:
         lines += [
@@ -426,6 +470,23 @@ def _reproduce_section(summary: Mapping[str, Any], start: Mapping[str, Any] | No
             "```yaml",
             recipe_yaml(summary["recipe"]).rstrip("\n"),
             "```",
+            *(
+                []
+                if baseline is None
+                else [
+                    "",
+                    f"The dense baseline was fine-tuned for {_trained_for(baseline)} with "
+                    f"`{_launcher(baseline)} {BASELINE_RECIPE_FILE}`:",
+                    "",
+                    "<details><summary>The baseline's recipe</summary>",
+                    "",
+                    "```yaml",
+                    recipe_yaml(baseline["recipe"]).rstrip("\n"),
+                    "```",
+                    "",
+                    "</details>",
+                ]
+            ),
         ]
     )
 
@@ -477,6 +538,7 @@ def card_from_summary(
     model_id: str,
     bench: Mapping[str, Any] | None = None,
     start: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
     leaderboard: str | None = None,
 ) -> ModelCard:
     """The model card of a run, from its summary, the pruned model's config and an optional bench result.
@@ -488,13 +550,14 @@ def card_from_summary(
         model_id: What `from_pretrained` is given in the usage example (a Hub id or a path).
         bench: An `hjprune bench` result for the (start model, pruned model) pair.
         start: The summary of the run that trained the start model, when `hf_hjprune` trained it.
+        baseline: The summary of the dense baseline (`attach_baseline`): the tables compare with it.
         leaderboard: The URL of the table of the model zoo this model belongs to, if any.
     """
     recipe = summary["recipe"]
     task = recipe["task"]
     dataset = dataset_info(recipe)
     body = [
-        *_overview(summary, config, name, dataset, start, leaderboard),
+        *_overview(summary, config, name, dataset, start, baseline, leaderboard),
         "",
         "## Structure",
         "",
@@ -507,7 +570,12 @@ def card_from_summary(
         "## Results",
         "",
         _results_section(
-            summary, task, dataset, bench, trained_start=start is not None and start["recipe"]["task"] == task
+            summary,
+            task,
+            dataset,
+            bench,
+            trained_start=start is not None and start["recipe"]["task"] == task,
+            baseline=baseline,
         ),
         "",
         "## How to use",
@@ -516,7 +584,7 @@ def card_from_summary(
         "",
         "## How it was made",
         "",
-        _reproduce_section(summary, start),
+        _reproduce_section(summary, start, baseline),
         "",
         "## Limitations",
         "",
@@ -568,12 +636,25 @@ def _reached_text(params: Mapping[str, Any], macs: Mapping[str, Any]) -> str:
     )
 
 
+def _baseline_text(summary: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    scores = [
+        f"{METRIC_NAMES[metric]} {percent(baseline['metrics']['after'][metric])} → "
+        f"{percent(summary['metrics']['after'][metric])}"
+        for metric in METRICS[summary["recipe"]["task"]]
+    ]
+    return (
+        f"{', '.join(scores)} (the same start model fine-tuned for {baseline['steps']} steps without pruning, "
+        "as in the paper)"
+    )
+
+
 def _overview(
     summary: Mapping[str, Any],
     config: PretrainedConfig | Mapping[str, Any],
     name: str,
     dataset: Mapping[str, Any],
     start: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any] | None,
     leaderboard: str | None,
 ) -> list[str]:
     """The title, what the model is, and the key facts of its run as a list."""
@@ -593,6 +674,11 @@ def _overview(
         f"- **Pruning variant:** {VARIANTS[variant].description}",
         f"- **Target:** {_target_text(variant, summary.get('target'))}",
         f"- **Reached:** {_reached_text(summary['params'], summary['macs'])}",
+        *(
+            []
+            if baseline is None
+            else [f"- **Against the dense baseline:** {_baseline_text(summary, baseline)}"]
+        ),
         f"- **Kept units:** {kept['conv'][0]} of {kept['conv'][1]} conv channels, {kept['heads'][0]} of "
         f"{kept['heads'][1]} attention heads, {kept['ffn'][0]} of {kept['ffn'][1]} FFN units",
     ]
@@ -630,13 +716,65 @@ def read_start_summary(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_baseline(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The summary of a run's dense baseline (`run_dir/baseline.json`, see `attach_baseline`), if any."""
+    path = Path(run_dir) / BASELINE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+BASELINE_MUST_MATCH = ("task", "data", "model")
+"""Recipe fields a dense baseline shares with the pruned run it is the reference of."""
+
+
+def check_baseline(run_dir: str | os.PathLike, baseline_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary of the dense run `baseline_dir`, checked to be a fair reference for the pruned run
+    `run_dir`: as in the paper, the same start model fine-tuned on the same data without pruning.
+
+    Raises:
+        HJPruneInputError: A folder is not a finished run, or the baseline is not dense or differs in
+            task, data (test split included) or start model.
+    """
+    summary, _, _ = read_run(run_dir)
+    baseline, _, _ = read_run(baseline_dir)
+    problems = (
+        [] if baseline["variant"] == DENSE else [f"it is a pruning run (variant {baseline['variant']!r})"]
+    )
+    run_recipe, baseline_recipe = summary["recipe"], baseline["recipe"]
+    problems += [
+        f"its {key} is {baseline_recipe[key]!r}, not {run_recipe[key]!r}"
+        for key in BASELINE_MUST_MATCH
+        if baseline_recipe[key] != run_recipe[key]
+    ]
+    if _test_data(baseline_recipe) != _test_data(run_recipe):
+        problems.append("its data_options differ (another corpus or test split)")
+    if problems:
+        raise HJPruneInputError(
+            f"{baseline_dir} cannot be the dense baseline of {run_dir}: {'; '.join(problems)}"
+        )
+    return baseline
+
+
+def attach_baseline(run_dir: str | os.PathLike, baseline_dir: str | os.PathLike) -> Path:
+    """Record the dense run `baseline_dir` as the reference of the pruned run `run_dir` (`check_baseline`):
+    its summary goes to `run_dir/baseline.json`, where cards, the zoo and `hjprune push` find it."""
+    path = Path(run_dir) / BASELINE_FILE
+    atomic_write_json(path, check_baseline(run_dir, baseline_dir))
+    return path
+
+
+def _test_data(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The data options that decide the test split (where a corpus is cached does not)."""
+    return {key: value for key, value in (recipe.get("data_options") or {}).items() if key != "cache_dir"}
+
+
 def make_model_card(
     run_dir: str | os.PathLike,
     repo_id: str | None = None,
     bench: Mapping[str, Any] | None = None,
     leaderboard: str | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The model card of a run folder (`summary.json`, `model/`, optional `bench.json`).
+    """The model card of a run folder (`summary.json`, `model/`, optional `bench.json` and `baseline.json`).
 
     Args:
         run_dir: A folder written by `hf_hjprune.train`.
@@ -644,6 +782,7 @@ def make_model_card(
             Without it, the card names the run folder and loads from its `model/` path.
         bench: An `hjprune bench` result; defaults to the run's `bench.json` when there is one.
         leaderboard: The URL of the model zoo's table that the card links to, if any.
+        baseline: The dense baseline's summary (`check_baseline`); defaults to the run's `baseline.json`.
     """
     summary, config, run_bench = read_run(run_dir)
     if repo_id is not None:
@@ -657,6 +796,7 @@ def make_model_card(
         model_id=model_id,
         bench=bench or run_bench,
         start=read_start_summary(summary),
+        baseline=baseline or read_baseline(run_dir),
         leaderboard=leaderboard,
     )
 
@@ -667,12 +807,15 @@ def structure_totals(config: PretrainedConfig | Mapping[str, Any]) -> dict[str, 
 
 
 __all__ = [
+    "attach_baseline",
     "card_from_summary",
+    "check_baseline",
     "dataset_info",
     "hub_model_id",
     "layer_structure",
     "make_model_card",
     "plot_structure",
+    "read_baseline",
     "read_run",
     "read_start_summary",
     "recipe_yaml",

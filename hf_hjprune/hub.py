@@ -5,7 +5,11 @@
 One commit uploads everything a user of the model needs: the run's `model/` folder (weights, config,
 remote code, processor files), the generated model card (`README.md`) with its structure plot
 (`structure.png`), the full recipe (`recipe.yaml`, and `start_recipe.yaml` when `hf_hjprune` trained
-the start model too), and the run's `summary.json` and `bench.json`.
+the start model too, `baseline_recipe.yaml` when the card compares with a dense baseline), and the
+run's `summary.json` and `bench.json`. The dense baseline is the run's `baseline.json` (written by
+`hjprune zoo add --baseline`) or `--baseline DENSE_RUN`:
+
+    hjprune push outputs/zoo/tiny-hubert-synthetic-asr-hjmac40 --repo-id my-org/NAME --baseline outputs/zoo/NAME-dense
 The files are staged in a temporary folder: the run folder is only read. The repository then holds
 exactly these files; pushing a changed run again makes a new commit (and removes files that the run
 no longer has), pushing an unchanged run makes none.
@@ -34,11 +38,14 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .cards import (
+    BASELINE_RECIPE_FILE,
     RECIPE_FILE,
     START_RECIPE_FILE,
     STRUCTURE_PLOT,
+    check_baseline,
     make_model_card,
     plot_structure,
+    read_baseline,
     read_run,
     read_start_summary,
     recipe_yaml,
@@ -90,11 +97,13 @@ def write_card_files(
     config: Mapping[str, Any],
     bench: Mapping[str, Any] | None = None,
     start: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the files of a model repository that describe its model, all but the `model/` folder.
 
-    `README.md` (the card), `structure.png`, `recipe.yaml`, `summary.json`, and `bench.json` and
-    `start_recipe.yaml` when there is a bench result or a start run (`start`: its summary).
+    `README.md` (the card), `structure.png`, `recipe.yaml`, `summary.json`, and `bench.json`,
+    `start_recipe.yaml` and `baseline_recipe.yaml` when there is a bench result, a start run (`start`:
+    its summary) or a dense baseline (`baseline`: its summary).
     """
     folder = Path(folder)
     card.save(folder / "README.md")
@@ -102,6 +111,8 @@ def write_card_files(
     (folder / RECIPE_FILE).write_text(recipe_yaml(summary["recipe"]), encoding="utf-8")
     if start is not None:  # the card's command that trains the start model reads this file
         (folder / START_RECIPE_FILE).write_text(recipe_yaml(start["recipe"]), encoding="utf-8")
+    if baseline is not None:  # the card's command that trains the baseline reads this file
+        (folder / BASELINE_RECIPE_FILE).write_text(recipe_yaml(baseline["recipe"]), encoding="utf-8")
     for name, content in (("summary.json", summary), ("bench.json", bench)):
         if content is not None:
             (folder / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
@@ -112,17 +123,20 @@ def stage_run(
     folder: str | os.PathLike,
     repo_id: str | None = None,
     leaderboard: str | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write the files of a run's Hub repository into `folder`; returns their paths in the repo.
 
     `model/` is copied to the top level, next to the files of `write_card_files`; `leaderboard` is
-    the URL of the zoo's table that the card links to, if any.
+    the URL of the zoo's table that the card links to, if any; `baseline`: the dense baseline's
+    summary (default: the run's `baseline.json`, if any).
     """
     run_dir, folder = Path(run_dir), Path(folder)
     summary, config, bench = read_run(run_dir)
+    baseline = baseline or read_baseline(run_dir)
     shutil.copytree(run_dir / "model", folder, dirs_exist_ok=True)
-    card = make_model_card(run_dir, repo_id=repo_id, bench=bench, leaderboard=leaderboard)
-    write_card_files(folder, card, summary, config, bench, read_start_summary(summary))
+    card = make_model_card(run_dir, repo_id=repo_id, bench=bench, leaderboard=leaderboard, baseline=baseline)
+    write_card_files(folder, card, summary, config, bench, read_start_summary(summary), baseline)
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
@@ -134,6 +148,7 @@ def push_run(
     private: bool = False,
     revision: str = DEFAULT_REVISION,
     commit_message: str | None = None,
+    baseline_dir: str | os.PathLike | None = None,
 ) -> str:
     """Create `repo_id` if needed and upload a run folder to it in one commit; returns the commit URL.
 
@@ -145,6 +160,8 @@ def push_run(
         private: Create the repository private (an existing repository keeps its visibility).
         revision: The branch to commit to (created from `main` when missing).
         commit_message: Default: "Upload <name> (hf_hjprune)".
+        baseline_dir: A dense run the card compares with (`check_baseline`); default: the run's
+            `baseline.json`, if any.
 
     Raises:
         PushError: Not a run folder, invalid repo id or no token (before any request), or the Hub
@@ -158,6 +175,7 @@ def push_run(
         raise PushError(f"repo id {repo_id!r} needs a namespace: ORG/NAME or USER/NAME")
     try:
         read_run(run_dir)
+        baseline = check_baseline(run_dir, baseline_dir) if baseline_dir is not None else None
     except ValueError as err:
         raise PushError(str(err)) from err
     token = token or get_token()
@@ -167,7 +185,7 @@ def push_run(
     api = HfApi(endpoint=endpoint, token=token)
     message = commit_message or f"Upload {repo_id.split('/')[-1]} (hf_hjprune)"
     with tempfile.TemporaryDirectory(prefix="hjprune-push-") as staging:
-        stage_run(run_dir, staging, repo_id)
+        stage_run(run_dir, staging, repo_id, baseline=baseline)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision != DEFAULT_REVISION:
@@ -206,6 +224,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository private")
     parser.add_argument("--revision", default=DEFAULT_REVISION, help="branch to commit to (default: main)")
     parser.add_argument("--commit-message", help="default: 'Upload NAME (hf_hjprune)'")
+    parser.add_argument(
+        "--baseline",
+        metavar="DENSE_RUN",
+        help="a dense run from the same start model that the card compares with (default: RUN_DIR/baseline.json)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
             private=args.private,
             revision=args.revision,
             commit_message=args.commit_message,
+            baseline_dir=args.baseline,
         )
     except PushError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1095,6 +1095,22 @@ def available_pretrain_recipes() -> list[str]:
     return available_recipes(PRETRAIN_RECIPES_DIR)
 
 
+def ship_command(name: str) -> str | None:
+    """The commands that make the start model `pretrained:NAME` with the shipped pretraining recipes
+    (every stage, then `--ship`), or None when no shipped recipe writes a run of that name."""
+    recipes = {name_: load_pretrain_recipe(name_) for name_ in available_pretrain_recipes()}
+    by_dir = {Path(recipe.output_dir).resolve(): name_ for name_, recipe in recipes.items()}
+    last = next((name_ for name_, recipe in recipes.items() if Path(recipe.output_dir).name == name), None)
+    if last is None:
+        return None
+    stages = [last]
+    while (init_from := recipes[stages[0]].init_from) and Path(init_from).parent.resolve() in by_dir:
+        stages.insert(0, by_dir[Path(init_from).parent.resolve()])
+    return " && ".join(
+        [*(f"hjprune pretrain {stage}" for stage in stages), f"hjprune pretrain {last} --ship {name}"]
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hjprune pretrain` and `python -m hf_hjprune.pretrain`."""
     add_recipe_arguments(parser, PretrainRecipe, PRETRAIN_RECIPES_DIR)

@@ -10,14 +10,15 @@ A push publishes, from `model_cards/zoo.json` and the run folders under `outputs
 1. per trained entry, the model repository `ORG/<name>`: the run's `model/` folder and the other files of
    `hjprune push`, the card regenerated from the index (as `hjprune zoo build` does) with a link to
    the leaderboard;
-2. per start model that `hf_hjprune` trained (the `<name>-start` run of `hjprune zoo train`), its own
-   model repository, so that the Space can load both models of a pair; when the start model's run is
-   itself an entry of the zoo, that entry's repository;
+2. per dense model an entry is compared with, trained by `hf_hjprune`, its own model repository, so that
+   the Space can load both models of a pair: the entry's dense baseline (the `<name>-dense` run of
+   `hjprune zoo train`), else the start model it was pruned from when `hf_hjprune` trained it; when that
+   run is itself an entry of the zoo, that entry's repository;
 3. the leaderboard: the dataset `ORG/leaderboard` with `README.md`, `LEADERBOARD.md` and `leaderboard.json`;
 4. the Space `ORG/hjprune-demo`: `spaces/hjprune-demo` and the `hf_hjprune` package it imports, with a
-   `models.json` that pairs each published model with its published start model;
+   `models.json` that pairs each published model with its published dense model;
 5. the organisation card (the `ORG/README` Space): a headline table of the published models and links;
-6. the collection "hf_hjprune model zoo" of ORG: the models, their start models (Hub checkpoints too),
+6. the collection "hf_hjprune model zoo" of ORG: the models, their dense models (Hub checkpoints too),
    the leaderboard and the Space.
 
 Idempotent and safe: the files of every repository are staged locally and compared with the remote tree
@@ -83,7 +84,7 @@ ORG_CARD_REPO = "README"
 """The organisation card is the README of this Space of the organisation."""
 COLLECTION_TITLE = "hf_hjprune model zoo"
 COLLECTION_DESCRIPTION = (
-    "Speech models pruned with HJ-Pruning (CNN and Transformer jointly): the models, their start models, "
+    "Speech models pruned with HJ-Pruning (CNN and Transformer jointly): the models, their dense models, "
     "the leaderboard, a demo Space."
 )  # the Hub allows 150 characters
 DEFAULT_SPACE_DIR = Path(__file__).resolve().parents[1] / "spaces" / SPACE_REPO
@@ -107,7 +108,7 @@ class PublishError(RuntimeError):
 class Target:
     """A repository of the zoo: what it should hold and what must exist before it is written."""
 
-    kind: str  # "model", "start model", "leaderboard", "Space", "organisation card"
+    kind: str  # "model", "dense baseline", "start model", "leaderboard", "Space", "organisation card"
     repo_id: str
     stage: Callable[[Path], object]  # writes the files it can make here into a folder
     repo_type: str = "model"
@@ -138,8 +139,8 @@ class Zoo:
 
     org: str
     entries: list[dict[str, Any]]  # trained entries, their repo ids in `org`
-    models: list[Target]  # start models first, then the entries
-    starts: dict[str, str | None]  # entry name -> repo id of its start model (or None)
+    models: list[Target]  # dense models (baselines, start models) first, then the entries
+    starts: dict[str, str | None]  # entry name -> repo id of its dense model (or None)
     external: dict[str, list[str]]  # Hub base model -> the entries that start from it
     space_dir: Path
 
@@ -187,20 +188,30 @@ def stage_entry(entry: Mapping[str, Any], run_dir: Path, leaderboard_url: str, f
             )
         shutil.copytree(model_dir, folder, dirs_exist_ok=True)
     card = entry_card(entry, leaderboard=leaderboard_url)
-    write_card_files(folder, card, entry["summary"], entry["config"], entry["bench"], entry["start_summary"])
+    write_card_files(
+        folder,
+        card,
+        entry["summary"],
+        entry["config"],
+        entry["bench"],
+        entry["start_summary"],
+        entry.get("baseline_summary"),
+    )
 
 
 def _start_of(
     entry: Mapping[str, Any], org: str, runs_root: Path, repos: Mapping[str, str]
 ) -> tuple[str, Path | None] | None:
-    """`(repo id, run folder or None)` of an entry's start model; None for a random initialisation.
+    """`(repo id, run folder or None)` of the dense model an entry is compared with: its dense baseline,
+    else its start model; None for a random initialisation.
 
-    A start model trained by `hf_hjprune` is the run folder its summary names, found under `runs_root`
+    A dense model trained by `hf_hjprune` is the run folder its summary names, found under `runs_root`
     by name: a zoo entry's repository if an entry has that name, else a repository of its own. A
     start model from the Hub is that repository (no folder).
     """
-    if entry.get("start_summary"):
-        name = Path(entry["start_summary"]["recipe"]["output_dir"]).name
+    trained = entry.get("baseline_summary") or entry.get("start_summary")
+    if trained:
+        name = Path(trained["recipe"]["output_dir"]).name
         return (repos[name], None) if name in repos else (f"{org}/{name}", runs_root / name)
     if entry.get("base_model"):
         return entry["base_model"], None
@@ -214,7 +225,7 @@ def zoo_targets(
     space_dir: str | os.PathLike = DEFAULT_SPACE_DIR,
     only: Sequence[str] | None = None,
 ) -> Zoo:
-    """The model repositories of the zoo's trained entries and of their start models, for `org`.
+    """The model repositories of the zoo's trained entries and of their dense models, for `org`.
 
     Raises:
         PublishError: An unknown or untrained name in `only`.
@@ -247,12 +258,11 @@ def zoo_targets(
             zoo.external.setdefault(repo_id, []).append(entry["name"])
             continue
         if repo_id not in starts:
+            kind = "dense baseline" if entry.get("baseline_summary") else "start model"
             if _finished(start_dir):
-                starts[repo_id] = Target(
-                    "start model", repo_id, partial(stage_run, start_dir, repo_id=repo_id)
-                )
+                starts[repo_id] = Target(kind, repo_id, partial(stage_run, start_dir, repo_id=repo_id))
             else:  # nothing of it can be made here
-                starts[repo_id] = Target("start model", repo_id, lambda folder: None)
+                starts[repo_id] = Target(kind, repo_id, lambda folder: None)
                 starts[repo_id].missing = f"no finished run folder at {start_dir}"
             starts[repo_id].publish = False
         starts[repo_id].publish |= selected
@@ -261,16 +271,18 @@ def zoo_targets(
 
 
 def _space_pairs(zoo: Zoo, available: set[str]) -> list[dict[str, str]]:
-    """The Space's `models.json`: each published model with its published start model of the same task."""
+    """The Space's `models.json`: each published model with its published dense model of the same task."""
     tasks = {e["repo_id"]: e["task"] for e in zoo.entries}
     pairs = []
     for entry in zoo.entries:
         start = zoo.starts[entry["name"]]
-        start_task = tasks.get(start) or (entry["start_summary"] or {}).get("recipe", {}).get("task")
+        dense = entry.get("baseline_summary") or entry["start_summary"] or {}
+        start_task = tasks.get(start) or dense.get("recipe", {}).get("task")
         if entry["repo_id"] in available and start in available and start_task == entry["task"]:
+            kind = "dense baseline" if entry.get("baseline_summary") else "start model"
             pairs.append(
                 {
-                    "name": f"{entry['name']}: start model vs pruned",
+                    "name": f"{entry['name']}: {kind} vs pruned",
                     "task": entry["task"],
                     "original": start,
                     "pruned": entry["repo_id"],
@@ -357,7 +369,7 @@ def shared_targets(zoo: Zoo, index: Mapping[str, Any], available: set[str], org_
 
 
 def collection_items(zoo: Zoo, available: set[str]) -> list[ItemSpec]:
-    """The collection: published models (leaderboard order), their start models, the leaderboard, the Space."""
+    """The collection: published models (leaderboard order), their dense models, the leaderboard, the Space."""
     items = [
         ItemSpec(e["repo_id"], "model", collection_note(e)) for e in zoo.entries if e["repo_id"] in available
     ]
@@ -365,15 +377,20 @@ def collection_items(zoo: Zoo, available: set[str]) -> list[ItemSpec]:
     for name, start in zoo.starts.items():
         if start is not None and start in available | set(zoo.external):
             starts.setdefault(start, []).append(name)
+    baselines = {e["name"] for e in zoo.entries if e.get("baseline_summary")}
     items += [
-        ItemSpec(repo, "model", f"Start model of {', '.join(names)}")
+        ItemSpec(
+            repo,
+            "model",
+            f"{'Dense baseline' if baselines & set(names) else 'Start model'} of {', '.join(names)}",
+        )
         for repo, names in starts.items()
         if repo not in {item.item_id for item in items}
     ]
     items.append(
         ItemSpec(f"{zoo.org}/{LEADERBOARD_REPO}", "dataset", "Every model's numbers, as a table and JSON")
     )
-    items.append(ItemSpec(zoo.space_id, "space", "Each pruned model next to its start model, on your audio"))
+    items.append(ItemSpec(zoo.space_id, "space", "Each pruned model next to its dense model, on your audio"))
     return items
 
 
@@ -614,9 +631,9 @@ def push_zoo(
     Args:
         org: The Hub organisation (or user) that holds the zoo.
         zoo_dir: The zoo folder (`zoo.json`).
-        runs_root: The run folders: `<runs_root>/<name>` and the start models' `<runs_root>/<name>-start`.
+        runs_root: The run folders: `<runs_root>/<name>` and the dense baselines' `<runs_root>/<name>-dense`.
         space_dir: The Space's folder (`app.py`, `README.md`, ...).
-        only: Push only these entries (and their start models); the shared parts are updated too and
+        only: Push only these entries (and their dense models); the shared parts are updated too and
             list the models that are on the Hub.
         dry_run: Only print the plan (every repository with the files to add, change and remove).
         org_card: Publish the organisation card (the `ORG/README` Space).
@@ -764,7 +781,7 @@ def add_arguments(actions: argparse._SubParsersAction) -> None:
             "--no-org-card", action="store_true", help="leave the organisation card (ORG/README) alone"
         )
     push.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
-    push.add_argument("--only", nargs="+", metavar="NAME", help="push these entries (and their start models)")
+    push.add_argument("--only", nargs="+", metavar="NAME", help="push these entries (and their dense models)")
 
 
 def run(args: argparse.Namespace) -> int:

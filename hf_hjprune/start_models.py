@@ -90,10 +90,13 @@ def resolve_model(name: str) -> str:
         return name
     path = PRETRAINED_DIR / name[len(PRETRAINED_PREFIX) :]
     if not (path / "config.json").is_file():
+        from .pretrain import ship_command  # it imports this module
+
         shipped = available_pretrained_models()
+        make = ship_command(path.name)
         raise HJPruneInputError(
             f"unknown pretrained start model {name!r}{did_you_mean(name, shipped)}; shipped: "
-            f"{', '.join(shipped) or 'none'}"
+            f"{', '.join(shipped) or 'none'}" + (f"; make it with `{make}`" if make else "")
         )
     return str(path)
 

@@ -2,22 +2,26 @@
 
 `model_cards/zoo.json` is the index. Each entry names a model (`name`, `repo_id`), what it is
 (`family`, `task`, `data`, `start_model`, `base_model`, `variant`, `target`), how it is trained
-(`recipe`, `overrides`, `command`) and its `status`: `"trained"` entries also carry their key numbers
-(`metrics`, `params`, `macs` before/after with the CNN share), the run's `summary`, pruned model
-`config` and `bench` result, and the hashes of its model files (`model_files`, what the Hub must
-hold), so that everything below is regenerated offline from the index alone::
+(`recipe`, `overrides`, its dense baseline's `baseline_recipe` and `baseline_overrides`, `command`)
+and its `status`: `"trained"` entries also carry their key numbers (`metrics`, `params`, `macs`
+before/after with the CNN share), the run's `summary`, its baseline's (`baseline_summary`), the pruned
+model's `config` and `bench` result, and the hashes of its model files (`model_files`, what the Hub
+must hold), so that everything below is regenerated offline from the index alone::
 
     hjprune zoo build            # model_cards/LEADERBOARD.md and model_cards/<name>/{README.md,structure.png}
     hjprune zoo build --check    # exit 1 if the committed files differ from what the index gives
-    hjprune zoo add outputs/zoo/tiny-hubert-synthetic-asr-hjmac40 --name tiny-hubert-synthetic-asr-hjmac40
-    hjprune zoo train            # train the synthetic entries with the shipped recipes, then add them
+    hjprune zoo add outputs/zoo/NAME --name NAME --baseline outputs/zoo/NAME-dense
+    hjprune zoo train            # train the synthetic entries and their baselines, then add them
     hjprune zoo push --org ORG   # publish the models, leaderboard, Space and collection (see publish.py)
     hjprune zoo check --org ORG  # report what on the Hub differs from the index
 
-The planned entries (`planned_entries`) are always in the index: one tiny model per family trained on
-the synthetic corpus (cheap enough for any machine), and the paper-scale models (wav2vec2 / HuBERT /
-WavLM base on LibriSpeech and SLURP at 10-50% fewer MACs), listed "not trained yet" without numbers
-until a run is added. The build is deterministic: the same index gives byte-identical files.
+The planned entries (`planned_entries`) are always in the index: one small model per family on the
+synthetic corpus (cheap enough for any machine), and the paper-scale models (wav2vec2 / HuBERT / WavLM
+base on LibriSpeech and SLURP at 10-50% fewer MACs), listed "not trained yet" without numbers until a
+run is added. The small ones follow the paper's protocol: the family's shipped pretrained start model
+(`pretrained:tiny-FAMILY-asr`) is pruned while it is fine-tuned, and a dense baseline is fine-tuned from
+it for as many steps beside it (`<name>-dense`); their cards and the leaderboard compare the two. The
+build is deterministic: the same index gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ from .cards import (
     METRIC_NAMES,
     METRICS,
     STRUCTURE_PLOT,
+    attach_baseline,
     card_from_summary,
     family_name,
     hub_model_id,
     plot_structure,
+    read_baseline,
     read_run,
     read_start_summary,
 )
@@ -52,6 +58,7 @@ from .errors import HJPruneInputError
 from .hub import folder_digests
 from .pruner import VARIANTS
 from .reporting import NOT_AVAILABLE, SI_COMPACT, change, markdown_table, percent, si
+from .start_models import PRETRAINED_PREFIX, is_tiny, resolve_model
 from .structure import FAMILIES
 
 DEFAULT_ZOO_DIR = Path("model_cards")
@@ -80,7 +87,9 @@ PAPER_DATA = {"librispeech": "asr", "slurp": "slu"}
 PAPER_TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 DATA_NAMES = {"synthetic": "synthetic (eSpeak NG)", "librispeech": "LibriSpeech", "slurp": "SLURP"}
 TASK_TITLES = {"asr": "Speech recognition (CTC)", "slu": "Intent classification (SLU)"}
-RESULT_KEYS = ("metrics", "params", "macs", "summary", "config", "bench", "start_summary", "model_files")
+RESULT_KEYS = (
+    "metrics", "params", "macs", "summary", "config", "bench", "start_summary", "baseline_summary", "model_files",
+)  # fmt: skip
 BENCH_SETTINGS: dict[str, Any] = {}
 """`benchmark_models` arguments of the zoo's (start model, pruned model) pairs: `hjprune bench`'s defaults."""
 
@@ -94,9 +103,9 @@ def _entry(
     target: float,
     recipe: str,
     overrides: list[str],
-    start: tuple[str, list[str]] | None = None,
+    baseline: tuple[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    start_recipe, start_overrides = start if start is not None else (None, None)
+    baseline_recipe, baseline_overrides = baseline if baseline is not None else (None, None)
     return {
         "name": name,
         "repo_id": f"{ORGANIZATION}/{name}",
@@ -108,52 +117,50 @@ def _entry(
         "base_model": hub_model_id(start_model),
         "variant": "macs",
         "target": target,
-        "start_recipe": start_recipe,
-        "start_overrides": start_overrides,
         "recipe": recipe,
         "overrides": overrides,
-        "command": train_command(recipe, overrides, name, start),
+        "baseline_recipe": baseline_recipe,
+        "baseline_overrides": baseline_overrides,
+        "command": train_command(recipe, overrides, name, baseline),
         **dict.fromkeys(RESULT_KEYS),
     }
 
 
-def start_dir(output_root: str | os.PathLike, name: str) -> Path:
-    """Where `hjprune zoo train` trains the start model of the entry `name`, when it has a start recipe."""
-    return Path(output_root) / f"{name}-start"
+def baseline_dir(output_root: str | os.PathLike, name: str) -> Path:
+    """Where `hjprune zoo train` trains the dense baseline of the entry `name`, when it has one."""
+    return Path(output_root) / f"{name}-dense"
 
 
 def train_command(
-    recipe: str, overrides: Sequence[str], name: str, start: tuple[str, Sequence[str]] | None = None
+    recipe: str, overrides: Sequence[str], name: str, baseline: tuple[str, Sequence[str]] | None = None
 ) -> str:
-    """The shell command that trains a zoo entry into `outputs/zoo/<name>` (its start model first)."""
+    """The shell command that trains a zoo entry into `outputs/zoo/<name>` (its dense baseline first)."""
 
     def command(recipe: str, overrides: Sequence[str], output_dir: Path) -> str:
         sets = "".join(f" --set {override}" for override in overrides)
         return f"python -m hf_hjprune.train {recipe}{sets} --set output_dir={output_dir}"
 
-    run_dir = DEFAULT_OUTPUT_ROOT / name
-    if start is None:
-        return command(recipe, overrides, run_dir)
-    first = start_dir(DEFAULT_OUTPUT_ROOT, name)
-    pruning = command(recipe, [*overrides, f"model={first / 'model'}"], run_dir)
-    return f"{command(*start, first)} && {pruning}"
+    pruning = command(recipe, overrides, DEFAULT_OUTPUT_ROOT / name)
+    if baseline is None:
+        return pruning
+    return f"{command(*baseline, baseline_dir(DEFAULT_OUTPUT_ROOT, name))} && {pruning}"
 
 
 def planned_entries() -> list[dict[str, Any]]:
-    """The zoo's planned models, untrained: the synthetic tiny ones, then the paper-scale ones."""
+    """The zoo's planned models, untrained: the synthetic small ones, then the paper-scale ones."""
     entries = [
         _entry(
             f"tiny-{family}-synthetic-asr-hjmac40",
             family,
             "asr",
             "synthetic",
-            f"tiny:{family}",
+            start_model,
             0.4,
             "demo_asr_hjmac",
-            [],
-            start=("demo_asr_dense", [f"model=tiny:{family}"]),
+            [f"model={start_model}"],
+            baseline=("demo_asr_dense", [f"model={start_model}"]),
         )
-        for family in FAMILIES
+        for family, start_model in ((family, f"{PRETRAINED_PREFIX}tiny-{family}-asr") for family in FAMILIES)
     ]
     for data, task in PAPER_DATA.items():
         for family, model in PAPER_MODELS.items():
@@ -221,13 +228,15 @@ def entry_from_run(
     repo_id: str | None = None,
     planned: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A trained zoo entry from a run folder; `planned` is the entry it fills in, if any.
+    """A trained zoo entry from a run folder (and its dense baseline's `baseline.json`, if any);
+    `planned` is the entry it fills in, if any.
 
     Raises:
         ValueError: The run is not what the planned entry describes (family, task, data, variant or target).
     """
     summary, config, bench = read_run(run_dir)
     start_summary = read_start_summary(summary)
+    baseline_summary = read_baseline(run_dir)
     recipe = summary["recipe"]
     origin = (start_summary or summary)["recipe"]["model"]  # what the first of the runs started from
     facts = {
@@ -253,13 +262,21 @@ def entry_from_run(
         "status": TRAINED,
         **facts,
         "base_model": hub_model_id(origin),
-        # The planned start stage, when the run did start from a model that hf_hjprune trained.
-        "start_recipe": planned.get("start_recipe") if planned and start_summary else None,
-        "start_overrides": planned.get("start_overrides") if planned and start_summary else None,
         "recipe": planned["recipe"] if planned else None,
         "overrides": planned["overrides"] if planned else [],
+        # The planned baseline, when the run has one.
+        "baseline_recipe": planned.get("baseline_recipe") if planned and baseline_summary else None,
+        "baseline_overrides": planned.get("baseline_overrides") if planned and baseline_summary else None,
         "command": planned["command"] if planned else None,
-        "metrics": {m: {"before": metrics["before"][m], "after": metrics["after"][m]} for m in METRICS[task]},
+        # "dense": the baseline's final metric, the paper's reference (None without a baseline).
+        "metrics": {
+            m: {
+                "before": metrics["before"][m],
+                "after": metrics["after"][m],
+                "dense": baseline_summary["metrics"]["after"][m] if baseline_summary else None,
+            }
+            for m in METRICS[task]
+        },
         "params": {when: _costs(summary["params"][when]) for when in ("before", "after")},
         "macs": {
             "seconds": summary["macs"].get("seconds", 1.0),
@@ -269,6 +286,7 @@ def entry_from_run(
         "config": config,
         "bench": bench,
         "start_summary": start_summary,
+        "baseline_summary": baseline_summary,
         # What `hjprune zoo push` publishes and `hjprune zoo check` compares with the Hub.
         "model_files": {
             path: dataclasses.asdict(digest)
@@ -282,8 +300,15 @@ def add_run(
     name: str,
     repo_id: str | None = None,
     zoo_dir: str | os.PathLike = DEFAULT_ZOO_DIR,
+    baseline: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Add or update the trained entry `name` from a run folder, then rebuild the zoo; returns the entry."""
+    """Add or update the trained entry `name` from a run folder, then rebuild the zoo; returns the entry.
+
+    `baseline`: a dense run from the same start model that the entry is compared with; it is recorded
+    in the run folder (`cards.attach_baseline`), which keeps the one it had otherwise.
+    """
+    if baseline is not None:
+        attach_baseline(run_dir, baseline)
     index = load_index(zoo_dir)
     entries = index["entries"]
     position = next((i for i, entry in enumerate(entries) if entry["name"] == name), None)
@@ -299,6 +324,12 @@ def add_run(
 
 
 # -- rendering -----------------------------------------------------------------------------------
+
+
+def _reference(numbers: Mapping[str, float | None]) -> float:
+    """What a pruned model's metric is compared with: its dense baseline's, else its start model's."""
+    dense = numbers.get("dense")
+    return numbers["before"] if dense is None else dense
 
 
 def _before_after(before: float, after: float, metric: bool = False) -> str:
@@ -324,9 +355,11 @@ def _start_cell(entry: Mapping[str, Any]) -> str:
     origin = f"`{entry['base_model']}`" if entry["base_model"] else f"`{entry['start_model']}`"
     if entry.get("start_summary"):
         return f"{origin}, trained dense for {entry['start_summary']['steps']} steps"
-    if entry.get("start_recipe"):
-        return f"{origin}, trained dense with `{entry['start_recipe']}`"
-    return origin if entry["base_model"] else f"{origin} (random init)"
+    if is_tiny(entry["start_model"]):
+        return f"{origin} (random init)"
+    if entry["start_model"].startswith(PRETRAINED_PREFIX):
+        return f"{origin} (pretrained here)"
+    return origin
 
 
 def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = False) -> list[str]:
@@ -339,7 +372,7 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = 
             e["name"],
         ),
     )
-    metric_headers = [f"{METRIC_NAMES[m]} % before → after" for m in METRICS[task]]
+    metric_headers = [f"{METRIC_NAMES[m]} % dense → pruned" for m in METRICS[task]]
     header = ["Model", "Family", "Start model", "Data", "Variant", "Target", *metric_headers]
     header += ["Params", "MACs", "CNN share of MACs"]
     rows = []
@@ -354,7 +387,7 @@ def _trained_table(task: str, entries: Sequence[Mapping[str, Any]], hub: bool = 
                 VARIANTS[e["variant"]].tag,
                 _target(e),
                 *(
-                    _before_after(e["metrics"][m]["before"], e["metrics"][m]["after"], metric=True)
+                    _before_after(_reference(e["metrics"][m]), e["metrics"][m]["after"], metric=True)
                     for m in METRICS[task]
                 ),
                 _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
@@ -384,10 +417,12 @@ def leaderboard_markdown(index: Mapping[str, Any], hub: bool = False) -> str:
         "Speech models structurally pruned with HJ-Pruning ([arXiv 2302.14132](https://arxiv.org/abs/2302.14132)). "
         + source,
         "",
-        "Metrics are on each data set's test split, before (the start model, before training) → after "
-        "(the pruned model). Params and MACs include the task head; MACs are those of one forward pass "
-        "over the given length of 16 kHz audio, batch 1. Models trained on the synthetic corpus from random initialisation only exercise the "
-        "pipeline: they are not useful for real speech.",
+        "Metrics are on each data set's test split, dense → pruned: as in the paper, the dense model is a "
+        "baseline fine-tuned from the same start model for as many steps without pruning (for a model "
+        "added without one, the start model before training). Params and MACs (dense → pruned) include "
+        "the task head; MACs are those of one forward pass over the given length of 16 kHz audio, batch 1. "
+        "Models trained on the synthetic corpus only exercise the method and the pipeline at a size a CPU "
+        "trains in minutes: they are not useful for real speech.",
     ]
     for task, title in TASK_TITLES.items():
         rows = [e for e in trained if e["task"] == task]
@@ -440,7 +475,7 @@ def org_card_markdown(
         space_url: The demo Space.
         collection_title: The title of the organisation's collection of the zoo.
     """
-    header = ["Model", "Task", "Params", "MACs", "Measured speed-up (batch 1)", "Metric % (start → pruned)"]
+    header = ["Model", "Task", "Params", "MACs", "Measured speed-up (batch 1)", "Metric % (dense → pruned)"]
     lines = [
         "---",
         "title: hf_hjprune model zoo",
@@ -471,7 +506,7 @@ def org_card_markdown(
                 _before_after(e["params"]["before"]["total"], e["params"]["after"]["total"]),
                 f"{_before_after(macs['before']['total'], macs['after']['total'])} per {macs['seconds']:g} s",
                 _speedup(e["bench"]),
-                f"{METRIC_NAMES[metric]} {_before_after(numbers['before'], numbers['after'], metric=True)}",
+                f"{METRIC_NAMES[metric]} {_before_after(_reference(numbers), numbers['after'], metric=True)}",
             ]
         )
     lines += markdown_table(header, rows or [["No model published yet.", *[""] * (len(header) - 1)]])
@@ -479,8 +514,9 @@ def org_card_markdown(
         "",
         f"- [Leaderboard]({leaderboard_url}): every model's numbers (also as `{LEADERBOARD_JSON}`), "
         "and the models planned but not trained yet.",
-        f"- [Demo Space]({space_url}): each pruned model next to its start model, on your own audio.",
-        f"- The collection *{collection_title}* holds the models, their start models, the leaderboard and the Space.",
+        f"- [Demo Space]({space_url}): each pruned model next to its dense model, on your own audio.",
+        f"- The collection *{collection_title}* holds the models, their dense baselines or start models, the "
+        "leaderboard and the Space.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -492,7 +528,7 @@ def collection_note(entry: Mapping[str, Any]) -> str:
     fewer = 1 - macs["after"]["total"] / macs["before"]["total"]
     return (
         f"{FAMILIES[entry['family']].display_name}, {VARIANTS[entry['variant']].tag} {_target(entry)}: "
-        f"{METRIC_NAMES[metric]} {percent(numbers['before'], decimals=1)} → {percent(numbers['after'], decimals=1)}, "
+        f"{METRIC_NAMES[metric]} {percent(_reference(numbers), decimals=1)} → {percent(numbers['after'], decimals=1)}, "
         f"{fewer:.0%} fewer MACs"
     )
 
@@ -512,6 +548,7 @@ def entry_card(entry: Mapping[str, Any], leaderboard: str | None = None) -> Mode
         model_id=entry["repo_id"],
         bench=entry["bench"],
         start=entry.get("start_summary"),
+        baseline=entry.get("baseline_summary"),
         leaderboard=leaderboard,
     )
 
@@ -574,16 +611,18 @@ def train_zoo(
     output_root: str | os.PathLike = DEFAULT_OUTPUT_ROOT,
     bench_settings: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train zoo entries with their recipes, benchmark and add each run to the zoo; returns the new entries.
+    """Train zoo entries and their dense baselines with their recipes, benchmark the pair and add each
+    run to the zoo; returns the new entries. Finished runs of the same recipe are reused.
 
     Args:
         names: The entries to train; default: every entry on the synthetic corpus.
         zoo_dir: The zoo folder.
-        output_root: Runs go to `output_root/<name>` (and their start models to `output_root/<name>-start`).
+        output_root: Runs go to `output_root/<name>` (and their dense baselines to `output_root/<name>-dense`).
         bench_settings: `benchmark_models` arguments replacing those of `BENCH_SETTINGS`.
 
     Raises:
-        ValueError: An unknown name, or an entry whose recipe is not shipped.
+        HJPruneInputError: An unknown name, an entry whose recipe is not shipped or whose start model
+            is missing, or a run folder holding a finished run of another recipe. Checked before any training.
     """
     from .recipes import available_recipes, load_recipe
     from .train import finished_summary, train
@@ -600,31 +639,47 @@ def train_zoo(
             f"no shipped recipe for {missing} (recipes: {', '.join(shipped)}); train them with "
             "python -m hf_hjprune.train and add the runs with `hjprune zoo add`"
         )
-    added = []
-    for name in names:
+    plans = {}
+    for name in names:  # every recipe, start model and reusable run is checked before any training
         entry = entries[name]
+        recipe = load_recipe(entry["recipe"], [*entry["overrides"], f"output_dir={Path(output_root) / name}"])
+        baseline = None
+        if entry.get("baseline_recipe"):
+            where = baseline_dir(output_root, name)
+            baseline = load_recipe(
+                entry["baseline_recipe"], [*entry["baseline_overrides"], f"output_dir={where}"]
+            )
+        for planned in filter(None, (baseline, recipe)):
+            resolve_model(planned.model)
+            finished_summary(planned)
+        plans[name] = (recipe, baseline)
+    added = []
+    for name, (recipe, baseline) in plans.items():
         started = time.perf_counter()
-        overrides = list(entry["overrides"])
-        if entry.get("start_recipe"):
-            first = start_dir(output_root, name)
-            start = load_recipe(entry["start_recipe"], [*entry["start_overrides"], f"output_dir={first}"])
-            if finished_summary(start) is None:  # a finished start model is reused
-                train(start)
-            overrides.append(f"model={first / 'model'}")
-        run_dir = Path(output_root) / name
-        train(load_recipe(entry["recipe"], [*overrides, f"output_dir={run_dir}"]))
+        for planned in filter(None, (baseline, recipe)):
+            if finished_summary(planned) is None:
+                train(planned)
+        run_dir = Path(recipe.output_dir)
+        if baseline is not None:
+            attach_baseline(run_dir, baseline.output_dir)
         bench_run(run_dir, **(bench_settings or {}))
         print(f"{name}: trained in {time.perf_counter() - started:.0f} s -> {run_dir}", file=sys.stderr)
-        added.append(add_run(run_dir, name, entry["repo_id"], zoo_dir))
+        added.append(add_run(run_dir, name, entries[name]["repo_id"], zoo_dir))
     return added
 
 
 def bench_run(run_dir: str | os.PathLike, **settings: Any) -> Path:
-    """Benchmark a run's (start model, pruned model) pair into `run_dir/bench.json` (`BENCH_SETTINGS`)."""
+    """Benchmark a run's (dense, pruned) pair into `run_dir/bench.json` (`BENCH_SETTINGS`): the dense
+    model is the run's baseline (`baseline.json`) when it has one, else its start model with the same head."""
     from .bench import benchmark_models, dense_model_of_run, load_model
 
     pruned = load_model(str(Path(run_dir) / "model"))
-    models = {"start model": dense_model_of_run(run_dir, pruned), "pruned model": pruned}
+    baseline = read_baseline(run_dir)
+    if baseline is not None:
+        models = {"dense baseline": load_model(str(Path(baseline["recipe"]["output_dir"]) / "model"))}
+    else:
+        models = {"start model": dense_model_of_run(run_dir, pruned)}
+    models["pruned model"] = pruned
     result = benchmark_models(models, pairs=[tuple(models)], **{**BENCH_SETTINGS, **settings})
     path = Path(run_dir) / "bench.json"
     atomic_write_json(path, result)
@@ -648,7 +703,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument(
         "--repo-id", metavar="ORG/NAME", help=f"default: the planned one, or {ORGANIZATION}/NAME"
     )
-    train = actions.add_parser("train", help="train the synthetic entries (or --names) and add them")
+    add.add_argument(
+        "--baseline", metavar="DENSE_RUN", help="the dense run from the same start model to compare with"
+    )
+    train = actions.add_parser(
+        "train", help="train the synthetic entries (or --names) and their dense baselines, and add them"
+    )
     train.add_argument(
         "--names", nargs="+", metavar="NAME", help="entries to train (default: the synthetic ones)"
     )
@@ -676,7 +736,7 @@ def run(args: argparse.Namespace) -> int:
             for path in build_zoo(args.zoo_dir):
                 print(Path(args.zoo_dir) / path)
         elif args.zoo_action == "add":
-            entry = add_run(args.run_dir, args.name, args.repo_id, args.zoo_dir)
+            entry = add_run(args.run_dir, args.name, args.repo_id, args.zoo_dir, args.baseline)
             print(f"added {entry['name']} ({entry['repo_id']}) to {Path(args.zoo_dir) / INDEX_FILE}")
         else:
             for entry in train_zoo(args.names, args.zoo_dir, args.output_root):

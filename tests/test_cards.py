@@ -12,8 +12,17 @@ from conftest import tiny_config
 from huggingface_hub import ModelCard
 
 from hf_hjprune.bench import benchmark_models, benchmark_pair, onnx_models
-from hf_hjprune.cards import make_model_card, plot_structure, read_run, structure_table
+from hf_hjprune.cards import (
+    attach_baseline,
+    check_baseline,
+    make_model_card,
+    plot_structure,
+    read_baseline,
+    read_run,
+    structure_table,
+)
 from hf_hjprune.cost import count_macs, count_params
+from hf_hjprune.errors import HJPruneInputError
 from hf_hjprune.materialize import prune_model
 from hf_hjprune.recipes import load_recipe
 from hf_hjprune.reporting import bench_markdown
@@ -222,3 +231,56 @@ def test_card_with_onnx_runtime_rows(asr_run, tmp_path):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(ValueError, match="summary.json is missing"):
         read_run(tmp_path)
+
+
+def make_dense_baseline(run_dir: Path, baseline_dir: Path, wer: float = 0.30) -> Path:
+    """A dense run beside `run_dir`'s pruned one: the same recipe without pruning, its own final WER."""
+    shutil.copytree(run_dir, baseline_dir)
+    summary = json.loads((baseline_dir / "summary.json").read_text())
+    summary["variant"] = summary["recipe"]["variant"] = "none"
+    summary["target"] = summary["recipe"]["target"] = None
+    summary["params"]["after"], summary["macs"]["after"] = (
+        summary["params"]["before"],
+        summary["macs"]["before"],
+    )
+    summary["metrics"]["after"] = {"wer": wer, "cer": 0.1, "num_utterances": 16}
+    summary["recipe"]["output_dir"] = str(baseline_dir)
+    (baseline_dir / "summary.json").write_text(json.dumps(summary))
+    return baseline_dir
+
+
+def test_a_card_compares_with_its_dense_baseline(asr_run, tmp_path):
+    run_dir, _, _ = asr_run
+    baseline_dir = make_dense_baseline(run_dir, tmp_path / "dense")
+    before = str(make_model_card(run_dir, repo_id="org/tiny-asr"))
+    assert "Dense baseline" not in before and "| Start model (before training) |" in before
+
+    attach_baseline(run_dir, baseline_dir)
+    assert read_baseline(run_dir) == json.loads((baseline_dir / "summary.json").read_text())
+    card = str(make_model_card(run_dir, repo_id="org/tiny-asr"))
+    assert "| | Dense baseline | This model | Change |" in card
+    assert "| WER on `test` | 30.00% | 31.25% | +1.25 pts |" in card  # the baseline's WER, not the start's
+    assert "- **Against the dense baseline:** WER 30.00% → 31.25%, CER 10.00% → 12.34%" in card
+    assert (
+        "fine-tuned for 12 steps (4 s on 1 process) with `python -m hf_hjprune.train baseline_recipe.yaml`"
+        in card
+    )
+    # Params and MACs against the baseline's (dense) model: the same as against the start model.
+    params_row = next(line for line in before.splitlines() if line.startswith("| Parameters |"))
+    assert params_row in card
+
+    # A baseline that is not a fair reference is refused, naming why; the recorded one stays.
+    other_start = make_dense_baseline(run_dir, tmp_path / "other")
+    summary = json.loads((other_start / "summary.json").read_text())
+    summary["recipe"]["model"] = "tiny:hubert"
+    summary["recipe"]["data_options"]["num_test"] = 99
+    (other_start / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(
+        HJPruneInputError, match=r"its model is 'tiny:hubert', not 'tiny:wav2vec2'; its data_options differ"
+    ):
+        attach_baseline(run_dir, other_start)
+    with pytest.raises(HJPruneInputError, match=r"it is a pruning run \(variant 'macs'\)"):
+        check_baseline(run_dir, run_dir)
+    with pytest.raises(HJPruneInputError, match="is not a finished run folder"):
+        check_baseline(run_dir, tmp_path / "nothing")
+    assert read_baseline(run_dir)["recipe"]["output_dir"] == str(baseline_dir)

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from huggingface_hub import HfApi, constants
+from test_cards import make_dense_baseline
 from transformers import AutoModelForCTC, Wav2Vec2Processor
 
 from hf_hjprune import hub
@@ -170,6 +172,20 @@ def test_push_again_updates_the_repo(run_dir, server, tmp_path):
     # Pushing the run without it again: the repo mirrors the run, bench.json goes.
     push_run(run_dir, REPO, token=server.token, endpoint=server.url)
     assert len(server.commits(REPO)) == 4 and "bench.json" not in server.files(REPO)
+
+    # With a dense baseline: the card compares with it and its recipe is uploaded; the run folder is only read.
+    before = folder_digest(run_dir)
+    dense = make_dense_baseline(run_dir, tmp_path / "dense")
+    push_run(run_dir, REPO, token=server.token, endpoint=server.url, baseline_dir=dense)
+    files = server.files(REPO)
+    assert b"| | Dense baseline | This model | Change |" in files["README.md"]
+    assert (
+        yaml.safe_load(files["baseline_recipe.yaml"])
+        == json.loads((dense / "summary.json").read_text())["recipe"]
+    )
+    assert folder_digest(run_dir) == before
+    with pytest.raises(PushError, match="cannot be the dense baseline .*it is a pruning run"):
+        push_run(run_dir, REPO, token=server.token, endpoint=server.url, baseline_dir=run_dir)
 
 
 def test_server_error_is_clear_and_leaves_the_run_intact(run_dir, server):

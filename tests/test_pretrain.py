@@ -1,6 +1,7 @@
 """Self-supervised pretraining: the broad-speech corpus, augmentation, frame targets, and `hjprune pretrain`
 end to end (both objectives, iteration 2, resume, two processes, bad input)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from hf_hjprune import cli
 from hf_hjprune.data import augment
 from hf_hjprune.data.broad_speech import build_broad_speech, plan_utterances
 from hf_hjprune.data.corpus import _TEMPLATES, held_out_speakers
+from hf_hjprune.errors import HJPruneInputError
 from hf_hjprune.pretrain import (
     PretrainingCollapsedError,
     PretrainRecipe,
@@ -31,8 +33,10 @@ from hf_hjprune.pretrain import (
     export_checkpoint,
     load_pretrain_recipe,
     pretrain,
+    ship_command,
 )
 from hf_hjprune.recipes import load_recipe
+from hf_hjprune.start_models import resolve_model
 from hf_hjprune.targets import Codebook, TargetError, mfcc_features
 from hf_hjprune.train import train
 
@@ -372,3 +376,23 @@ def test_cli_pretrain_error_is_brief(tmp_path, capsys):
         cli.main(["pretrain", "tiny_test", "--set", "objective=bert", "--output-dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "objective must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2", "wavlm"])
+def test_each_family_has_the_recipes_of_its_start_model(family):
+    name = f"tiny-{family}-asr"
+    stage1, stage2 = (load_pretrain_recipe(f"tiny_{family}_{stage}") for stage in ("phoneme_ctc", "asr"))
+    assert stage1.family == family and stage2.init_from == f"{stage1.output_dir}/model"
+    assert ship_command(name) == (
+        f"hjprune pretrain tiny_{family}_phoneme_ctc && hjprune pretrain tiny_{family}_asr"
+        f" && hjprune pretrain tiny_{family}_asr --ship {name}"
+    )
+    # The same encoder shape in every family: the zoo compares the families at one size.
+    hubert = load_pretrain_recipe("tiny_hubert_phoneme_ctc")
+    assert dataclasses.replace(stage1, family="hubert", output_dir=hubert.output_dir) == hubert
+
+
+def test_a_missing_start_model_says_how_to_make_it():
+    assert ship_command("tiny-nothing") is None
+    with pytest.raises(HJPruneInputError, match=r"shipped: pretrained:tiny-hubert-asr.*\Z"):
+        resolve_model("pretrained:tiny-nothing")

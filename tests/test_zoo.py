@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_cards import make_run
+from test_cards import make_dense_baseline, make_run
 
 from hf_hjprune import zoo
 from hf_hjprune.cards import make_model_card
@@ -75,18 +75,28 @@ def test_planned_entries():
     tiny = [e for e in entries if e["data"] == "synthetic"]
     assert [e["family"] for e in tiny] == ["wav2vec2", "hubert", "wavlm"]
     for entry in tiny:
-        assert (entry["task"], entry["variant"], entry["target"], entry["base_model"]) == (
+        # The paper's protocol: the family's pretrained start, pruned while fine-tuned beside a dense baseline.
+        start = f"pretrained:tiny-{entry['family']}-asr"
+        assert (
+            entry["task"],
+            entry["variant"],
+            entry["target"],
+            entry["start_model"],
+            entry["base_model"],
+        ) == (
             "asr",
             "macs",
             0.4,
+            start,
             None,
         )
-        assert entry["recipe"] in available_recipes() and entry["start_recipe"] in available_recipes()
-        assert entry["start_overrides"] == [f"model=tiny:{entry['family']}"]
-        first = f"outputs/zoo/{entry['name']}-start"
+        assert (entry["recipe"], entry["baseline_recipe"]) == ("demo_asr_hjmac", "demo_asr_dense")
+        assert {entry["recipe"], entry["baseline_recipe"]} <= set(available_recipes())
+        assert entry["overrides"] == entry["baseline_overrides"] == [f"model={start}"]
         assert entry["command"] == (
-            f"python -m hf_hjprune.train demo_asr_dense --set model=tiny:{entry['family']} --set output_dir={first}"
-            f" && python -m hf_hjprune.train demo_asr_hjmac --set model={first}/model"
+            f"python -m hf_hjprune.train demo_asr_dense --set model={start}"
+            f" --set output_dir=outputs/zoo/{entry['name']}-dense"
+            f" && python -m hf_hjprune.train demo_asr_hjmac --set model={start}"
             f" --set output_dir=outputs/zoo/{entry['name']}"
         )
     paper = [e for e in entries if e["data"] != "synthetic"]
@@ -106,8 +116,8 @@ def test_add_build_and_leaderboard(tmp_path):
     entry = add_run(run_dir, TINY, zoo_dir=zoo_dir)
     assert entry["status"] == TRAINED and entry["repo_id"] == f"hf-hjprune/{TINY}"
     assert entry["metrics"] == {
-        "wer": {"before": 1.0, "after": 0.3125},
-        "cer": {"before": 0.875, "after": 0.1234},
+        "wer": {"before": 1.0, "after": 0.3125, "dense": None},
+        "cer": {"before": 0.875, "after": 0.1234, "dense": None},
     }
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (
@@ -190,11 +200,18 @@ def test_cli(tmp_path, capsys):
     assert _cli("--zoo-dir", str(zoo_dir), "build", "--check") == 0
 
     run_dir, _, _ = make_run(tmp_path / "run", "wavlm")
+    name = "tiny-wavlm-synthetic-asr-hjmac40"
+    dense = make_dense_baseline(run_dir, tmp_path / "dense", wer=0.25)
+    assert _cli("--zoo-dir", str(zoo_dir), "add", str(run_dir), "--name", name, "--baseline", str(dense)) == 0
+    entry = load_index(zoo_dir)["entries"][2]
+    assert entry["status"] == TRAINED and entry["metrics"]["wer"]["dense"] == 0.25
+    assert entry["baseline_recipe"] == "demo_asr_dense"  # the planned baseline
+    assert "25.0 → **31.2**" in (zoo_dir / "LEADERBOARD.md").read_text()
+    # A baseline that is not a fair reference: exit 2, the reason on stderr.
     assert (
-        _cli("--zoo-dir", str(zoo_dir), "add", str(run_dir), "--name", "tiny-wavlm-synthetic-asr-hjmac40")
-        == 0
+        _cli("--zoo-dir", str(zoo_dir), "add", str(run_dir), "--name", name, "--baseline", str(run_dir)) == 2
     )
-    assert load_index(zoo_dir)["entries"][2]["status"] == TRAINED
+    assert "it is a pruning run" in capsys.readouterr().err
     assert _cli("--zoo-dir", str(zoo_dir), "add", str(tmp_path), "--name", "x") == 2
     assert "summary.json is missing" in capsys.readouterr().err
 
@@ -202,30 +219,57 @@ def test_cli(tmp_path, capsys):
 def test_zoo_train_with_the_real_trainer(tmp_path):
     zoo_dir = tmp_path / "zoo"
     index = load_index(zoo_dir)
-    quick = dict(next(e for e in index["entries"] if e["name"] == TINY), name="quick")
     sizes = "{num_train: 16, num_validation: 8, num_test: 8, seed: 0, cache_dir: %s}" % (tmp_path / "corpus")
-    small = ["max_steps=2", "eval_steps=0", f"data_options={sizes}"]
-    quick["overrides"] = [*quick["overrides"], *small]
-    quick["start_overrides"] = [*quick["start_overrides"], *small, *QUICK_MODEL]
-    index["entries"] += [quick, dict(quick, name="unshipped", recipe="no_such_recipe")]
+    small = ["max_steps=2", "eval_steps=0", f"data_options={sizes}", *QUICK_MODEL, "model=tiny:wav2vec2"]
+    quick = dict(
+        next(e for e in index["entries"] if e["name"] == TINY),
+        name="quick",
+        overrides=small,
+        baseline_overrides=small,
+    )
+    index["entries"] += [
+        quick,
+        dict(quick, name="unshipped", recipe="no_such_recipe"),
+        dict(quick, name="no-start", overrides=["model=pretrained:tiny-nothing-asr"]),
+    ]
     save_index(index, zoo_dir)
 
     with pytest.raises(ValueError, match="unknown zoo entries"):
         train_zoo(["nope"], zoo_dir, tmp_path / "runs")
     with pytest.raises(ValueError, match=r"no shipped recipe for \['unshipped'\]"):
         train_zoo(["unshipped"], zoo_dir, tmp_path / "runs")
+    # A missing start model stops the command before anything is trained.
+    with pytest.raises(ValueError, match="unknown pretrained start model 'pretrained:tiny-nothing-asr'"):
+        train_zoo(["quick", "no-start"], zoo_dir, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
     bench = dict(seconds=(1.0,), batch_sizes=(1,), repeats=1, warmup=0, memory=False)
     [entry] = train_zoo(["quick"], zoo_dir, tmp_path / "runs", bench_settings=bench)
     assert entry["status"] == TRAINED and entry["summary"]["steps"] == 2
     assert entry["summary"]["recipe"]["output_dir"] == str(tmp_path / "runs" / "quick")
-    first = tmp_path / "runs" / "quick-start"
-    assert entry["summary"]["recipe"]["model"] == str(first / "model")
-    assert entry["start_summary"]["recipe"]["output_dir"] == str(first)
-    assert entry["start_model"] == "tiny:wav2vec2" and entry["start_summary"]["steps"] == 2
+    # The dense baseline was fine-tuned beside it from the same start model, for as many steps.
+    baseline = entry["baseline_summary"]
+    assert (
+        baseline["recipe"]["output_dir"] == str(tmp_path / "runs" / "quick-dense")
+        and baseline["variant"] == "none"
+    )
+    assert baseline["recipe"]["model"] == entry["summary"]["recipe"]["model"] == "tiny:wav2vec2"
+    assert baseline["steps"] == entry["summary"]["steps"] and entry["start_summary"] is None
+    assert entry["metrics"]["wer"]["dense"] == baseline["metrics"]["after"]["wer"]
+    assert entry["baseline_recipe"] == "demo_asr_dense"
     [pair] = entry["bench"]["pairs"]
-    assert [result["batch_size"] for result in pair["results"]] == [1]
+    assert pair["dense"] == "dense baseline" and [result["batch_size"] for result in pair["results"]] == [1]
     card = (zoo_dir / "quick" / "README.md").read_text()
-    assert "The start model was trained first, for 2 steps" in card and "| Latency (cpu, batch 1" in card
-    assert "a dense model" in card and "from random initialisation (no pre-training)" in card
+    assert "| | Dense baseline | This model | Change |" in card and "| Latency (cpu, batch 1" in card
+    assert "`python -m hf_hjprune.train baseline_recipe.yaml`" in card
     assert check_zoo(zoo_dir) == []
+    leaderboard = (zoo_dir / "LEADERBOARD.md").read_text()
+    dense_wer = (
+        f"{100 * baseline['metrics']['after']['wer']:.1f} → **{100 * entry['metrics']['wer']['after']:.1f}**"
+    )
+    assert "WER % dense → pruned" in leaderboard and dense_wer in leaderboard
+
+    # Again: both finished runs are reused, nothing is trained.
+    stamp = (tmp_path / "runs" / "quick-dense" / "summary.json").stat().st_mtime_ns
+    train_zoo(["quick"], zoo_dir, tmp_path / "runs", bench_settings=bench)
+    assert (tmp_path / "runs" / "quick-dense" / "summary.json").stat().st_mtime_ns == stamp

@@ -1,8 +1,8 @@
 """`hjprune zoo push` and `hjprune zoo check` against the in-memory Hub server, with the real clients.
 
-The zoo has two trained entries made by the real trainer in seconds: `quick` (a dense start model
-trained first, then pruned, then benchmarked, as `hjprune zoo train` does) and `plain` (pruned from a
-random initialisation, no start model to publish).
+The zoo has two trained entries made by the real trainer in seconds: `quick` (pruned beside its dense
+baseline, then benchmarked against it, as `hjprune zoo train` does) and `plain` (pruned from a random
+initialisation, no dense model to publish).
 """
 
 import argparse
@@ -38,7 +38,7 @@ from hf_hjprune.train import train
 from hf_hjprune.zoo import load_index, save_index
 
 ORG = "zoo-org"
-MODELS = [f"{ORG}/quick-start", f"{ORG}/quick", f"{ORG}/plain"]
+MODELS = [f"{ORG}/quick-dense", f"{ORG}/quick", f"{ORG}/plain"]
 SHARED = [("dataset", f"{ORG}/leaderboard"), ("space", f"{ORG}/hjprune-demo"), ("space", f"{ORG}/README")]
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -72,8 +72,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     small = ["max_steps=2", "eval_steps=0", f"data_options={sizes}"]
     index = load_index(zoo_dir)
     planned = next(e for e in index["entries"] if e["name"] == "tiny-wav2vec2-synthetic-asr-hjmac40")
-    quick = dict(planned, name="quick", repo_id="hf-hjprune/quick", overrides=small)
-    quick["start_overrides"] = [*planned["start_overrides"], *small, *QUICK_MODEL]
+    tiny = [*small, *QUICK_MODEL, "model=tiny:wav2vec2"]
+    quick = dict(planned, name="quick", repo_id="hf-hjprune/quick", overrides=tiny, baseline_overrides=tiny)
     save_index({"entries": [quick]}, zoo_dir)
     bench = dict(seconds=(1.0,), batch_sizes=(1,), repeats=1, warmup=0, memory=False)
     zoo.train_zoo(["quick"], zoo_dir, runs, bench_settings=bench)
@@ -131,14 +131,14 @@ def test_push_publishes_the_zoo_and_the_models_load(server, zoo_dir, runs, tmp_p
     assert server.repos() == [("model", f"{ORG}/plain")] + [("model", m) for m in MODELS[:2]] + SHARED
     assert commit_counts(server) == {**dict.fromkeys(server.repos(), 2), ("model", f"{ORG}/plain"): 3}
     # The model repos: what `hjprune push` uploads, the card from the index linking to the leaderboard.
-    for name, repo in (("quick", MODELS[1]), ("plain", MODELS[2]), ("quick-start", MODELS[0])):
+    for name, repo in (("quick", MODELS[1]), ("plain", MODELS[2]), ("quick-dense", MODELS[0])):
         files = server.files(repo)
         for path in (runs / name / "model").iterdir():
             assert files[path.name] == path.read_bytes(), (repo, path.name)
         assert {"README.md", "structure.png", "recipe.yaml", "summary.json"} <= files.keys()
         assert f'AutoModelForCTC.from_pretrained("{repo}")' in files["README.md"].decode()
     quick, plain = server.files(MODELS[1]), server.files(MODELS[2])
-    assert "start_recipe.yaml" in quick and "bench.json" in quick and "bench.json" not in plain
+    assert "baseline_recipe.yaml" in quick and "bench.json" in quick and "bench.json" not in plain
     leaderboard_link = f"(https://huggingface.co/datasets/{ORG}/leaderboard)"
     assert leaderboard_link in quick["README.md"].decode() and leaderboard_link in plain["README.md"].decode()
     assert plain[".gitattributes"] == b"*.bin filter=lfs\n" and "old.bin" not in plain
@@ -161,10 +161,10 @@ def test_push_publishes_the_zoo_and_the_models_load(server, zoo_dir, runs, tmp_p
         and "data_files: leaderboard.json" in board["README.md"].decode()
     )
 
-    # The Space: the app, the package it imports, models.json pairing each model with its start model.
+    # The Space: the app, the package it imports, models.json pairing each model with its dense baseline.
     space = server.files(f"{ORG}/hjprune-demo", "space")
     assert json.loads(space["models.json"]) == [
-        {"name": "quick: start model vs pruned", "task": "asr", "original": MODELS[0], "pruned": MODELS[1]}
+        {"name": "quick: dense baseline vs pruned", "task": "asr", "original": MODELS[0], "pruned": MODELS[1]}
     ]
     assert space["app.py"] == (DEFAULT_SPACE_DIR / "app.py").read_bytes()
     package = Path(hf_hjprune.__file__).parent
@@ -187,7 +187,7 @@ def test_push_publishes_the_zoo_and_the_models_load(server, zoo_dir, runs, tmp_p
         ("space", f"{ORG}/hjprune-demo"),
     ]
     assert collection.items[0]["note"].startswith("wav2vec 2.0, hj-mac 40%: WER ")
-    assert collection.items[2]["note"] == "Start model of quick"
+    assert collection.items[2]["note"] == "Dense baseline of quick"
     assert api.get_collection(collection.slug).items[1].item_id == MODELS[2]  # the client reads it back
 
     # The token is only ever sent: it is in no file on the Hub.
@@ -206,7 +206,7 @@ def test_push_publishes_the_zoo_and_the_models_load(server, zoo_dir, runs, tmp_p
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for name, repo in zip(("quick-start", "quick", "plain"), MODELS):
+    for name, repo in zip(("quick-dense", "quick", "plain"), MODELS):
         local = AutoModelForCTC.from_pretrained(runs / name / "model").eval()
         with torch.no_grad():
             expected = local(torch.from_numpy(audio)).logits.numpy()
@@ -265,7 +265,7 @@ def test_failure_on_one_repo_leaves_a_state_that_a_rerun_finishes(server, zoo_di
         "collection",
     }
     assert set(report.commits) == {
-        f"start model {ORG}/quick-start",
+        f"dense baseline {ORG}/quick-dense",
         f"model {ORG}/plain",
         f"leaderboard {ORG}/leaderboard",
     }
@@ -285,7 +285,7 @@ def test_failure_on_one_repo_leaves_a_state_that_a_rerun_finishes(server, zoo_di
 
 def test_check_reports_drift(server, zoo_dir, runs, tmp_path):
     assert check(server, zoo_dir, runs)[0] == [
-        *(f"missing repo: {kind} {repo}" for kind, repo in zip(("start model", "model", "model"), MODELS)),
+        *(f"missing repo: {kind} {repo}" for kind, repo in zip(("dense baseline", "model", "model"), MODELS)),
         f"missing repo: leaderboard {ORG}/leaderboard",
         f"missing repo: Space {ORG}/hjprune-demo",
         f"missing repo: organisation card {ORG}/README",
@@ -319,7 +319,7 @@ def test_check_reports_drift(server, zoo_dir, runs, tmp_path):
         f"model {ORG}/plain: model files compared with hashes from zoo.json (no finished run folder at {tmp_path / 'no-runs' / 'plain'})"
         in notes
     )
-    assert not any("quick-start" in line for line in drift)  # it cannot be made here: not compared
+    assert not any("quick-dense" in line for line in drift)  # it cannot be made here: not compared
 
     report = push(server, zoo_dir, runs)
     assert report.ok and set(report.commits) == {
@@ -349,18 +349,20 @@ def test_only_pushes_the_named_entries(server, zoo_dir, runs, tmp_path):
 def test_bad_input_writes_nothing(server, zoo_dir, runs, tmp_path, monkeypatch):
     with pytest.raises(PublishError, match=r"not trained zoo entries: \['nope'\]"):
         push(server, zoo_dir, runs, only=["nope"])
-    with pytest.raises(PublishError, match=r"cannot push start model .*quick-start: no finished run folder"):
+    with pytest.raises(
+        PublishError, match=r"cannot push dense baseline .*quick-dense: no finished run folder"
+    ):
         push(server, zoo_dir, tmp_path / "no-runs")
     # A run folder whose weights are not those the index records.
     other = tmp_path / "runs"
-    for name in ("quick-start", "plain"):
+    for name in ("quick-dense", "plain"):
         shutil.copytree(runs / name, other / name)
     shutil.copytree(runs / "plain", other / "quick")
     with pytest.raises(PublishError, match="holds other model files than zoo entry 'quick'"):
         push(server, zoo_dir, other)
     with pytest.raises(PublishError, match="no Space at"):
         push(server, zoo_dir, runs, space_dir=tmp_path)
-    with pytest.raises(PublishError, match=f"could not read start model {ORG}/quick-start .*401"):
+    with pytest.raises(PublishError, match=f"could not read dense baseline {ORG}/quick-dense .*401"):
         push_zoo(ORG, zoo_dir, runs, token="hf_wrong", endpoint=server.url, echo=print)
     assert writes(server) == []
 
@@ -406,22 +408,22 @@ def test_cli(server, zoo_dir, runs, monkeypatch, capsys, caplog):
     assert server.token not in caplog.text
 
 
-def test_start_models_that_are_entries_or_on_the_hub(trained, tmp_path):
+def test_dense_models_that_are_entries_or_on_the_hub(trained, tmp_path):
     zoo_dir, runs = trained
     entries = {e["name"]: e for e in load_index(zoo_dir)["entries"]}
-    # The start run of `quick` as an entry of its own, and `plain` pruned from a Hub checkpoint.
-    start = dict(entries["plain"], name="quick-start", repo_id="hf-hjprune/quick-start")
+    # The dense baseline of `quick` as an entry of its own, and `plain` pruned from a Hub checkpoint.
+    dense = dict(entries["plain"], name="quick-dense", repo_id="hf-hjprune/quick-dense")
     plain = dict(entries["plain"], base_model="facebook/hubert-base-ls960")
-    save_index({"entries": [entries["quick"], start, plain]}, tmp_path)
+    save_index({"entries": [entries["quick"], dense, plain]}, tmp_path)
     zoo_ = zoo_targets(load_index(tmp_path), ORG, runs)
     assert [(t.kind, t.repo_id) for t in zoo_.models] == [
         ("model", m) for m in (MODELS[1], MODELS[0], MODELS[2])
     ]
-    assert zoo_.starts == {"quick": MODELS[0], "quick-start": None, "plain": "facebook/hubert-base-ls960"}
+    assert zoo_.starts == {"quick": MODELS[0], "quick-dense": None, "plain": "facebook/hubert-base-ls960"}
     assert zoo_.external == {"facebook/hubert-base-ls960": ["plain"]}
     items = collection_items(zoo_, set(MODELS) | {"facebook/hubert-base-ls960"})
     assert [(i.item_id, i.note) for i in items[3:5]] == [
         ("facebook/hubert-base-ls960", "Start model of plain"),
         (f"{ORG}/leaderboard", "Every model's numbers, as a table and JSON"),
     ]
-    assert [i.item_id for i in items[:3]] == [MODELS[1], MODELS[0], MODELS[2]]  # quick-start is an entry
+    assert [i.item_id for i in items[:3]] == [MODELS[1], MODELS[0], MODELS[2]]  # quick-dense is an entry
