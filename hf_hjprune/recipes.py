@@ -182,6 +182,14 @@ class Recipe(RecipeBase):
         default=60.0,
         metadata={"help": "Longer files are skipped (counted as `too_long` in `summary.json`)."},
     )
+    speed_perturbation: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Speed factors, one drawn uniformly per training utterance and play (tempo and pitch "
+            "together, by resampling), as Kaldi's and ESPnet's 3-way speed perturbation: e.g. [0.9, 1.0, 1.1]. "
+            "Evaluation hears the audio as it is. null: none."
+        },
+    )
     group_by_length: bool = field(
         default=True,
         metadata={"help": "Batch utterances of similar lengths (shuffled groups of 50 batches)."},
@@ -354,6 +362,12 @@ class Recipe(RecipeBase):
             if value is not None and not value > 0:  # also rejects NaN
                 raise HJPruneInputError(f"{name} must be positive, got {value}")
         self._check_at_least_one("eval_batch_size")
+        if self.speed_perturbation is not None and not (
+            self.speed_perturbation and all(0.5 <= factor <= 2.0 for factor in self.speed_perturbation)
+        ):
+            raise HJPruneInputError(
+                f"speed_perturbation must list factors between 0.5 and 2.0, got {self.speed_perturbation!r}"
+            )
         self._check_ratio("warmup_ratio", "target_warmup_ratio")
         self._check_choices({"target_reference": TARGET_REFERENCES})
         self._check_not_negative("final_finetune_steps")

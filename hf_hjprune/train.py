@@ -449,14 +449,17 @@ def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]
 def build_dataloaders(
     recipe: Recipe, splits: dict[str, PreparedSplit], collator: SpeechCollator
 ) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """Train (shuffled by seed and epoch, grouped by length), validation and test dataloaders."""
+    """Train (shuffled by seed and epoch, grouped by length, speed-perturbed if the recipe says so),
+    validation and test dataloaders."""
+    speed_factors = tuple(recipe.speed_perturbation or ())
+    train_collator = dataclasses.replace(collator, speed_factors=speed_factors)
 
     def dataloader(split: str, batch_size: int, sampler: Iterable[int]) -> DataLoader:
         return DataLoader(
             splits[split],
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=collator,
+            collate_fn=train_collator if split == "train" else collator,
             num_workers=recipe.num_workers,
             # Its own generator: creating an iterator then draws no number from the global RNG.
             generator=torch.Generator().manual_seed(recipe.seed),

@@ -1,5 +1,6 @@
 """The Accelerate trainer: recipes, data preparation, every task and variant, resume, multi-process, bad input."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from transformers import (
 from hf_hjprune import HJPruner, cli
 from hf_hjprune import train as train_module
 from hf_hjprune.data.collate import (
+    PreparedSplit,
     SpeechCollator,
     build_feature_extractor,
     build_tokenizer,
@@ -33,7 +35,14 @@ from hf_hjprune.data.flite import FLITE_VOICES, flite_available
 from hf_hjprune.data.sources import load_source
 from hf_hjprune.errors import HJPruneInputError
 from hf_hjprune.recipes import available_recipes, load_recipe
-from hf_hjprune.train import HEAD_MODULES, build_model, build_optimizer, finished_summary, train
+from hf_hjprune.train import (
+    HEAD_MODULES,
+    build_dataloaders,
+    build_model,
+    build_optimizer,
+    finished_summary,
+    train,
+)
 
 SIZES = {"num_train": 32, "num_validation": 8, "num_test": 8, "seed": 0}
 SUMMARY_KEYS = {
@@ -113,6 +122,8 @@ def test_recipe_overrides_and_types(tmp_path):
         (["warmup_ratio=2"], r"warmup_ratio must be in \[0, 1\]"),
         (["target.cnn=0.3"], "is for the 'sep' variant"),
         (["max_steps"], "not of the form key=value"),
+        (["speed_perturbation=[0.9, 3.0]"], r"speed_perturbation must list factors between 0.5 and 2.0"),
+        (["speed_perturbation=[]"], r"speed_perturbation must list factors"),
     ],
 )
 def test_bad_recipes(overrides, message):
@@ -217,6 +228,27 @@ def test_collator_normalises_and_pads():
     assert batch["labels"].tolist() == [[3, 4, 5], [6, -100, -100]]
     classes = collator([{**items[0], "labels": 2}, {**items[1], "labels": 0}])
     assert classes["labels"].tolist() == [2, 0]
+
+
+def test_speed_perturbation_plays_each_training_utterance_at_a_drawn_factor():
+    items = [
+        {"input_values": np.sin(np.arange(16000, dtype=np.float32) / 7), "labels": [3]} for _ in range(64)
+    ]
+    plain = SpeechCollator(build_feature_extractor())
+    perturbed = dataclasses.replace(plain, speed_factors=(0.9, 1.0, 1.1))
+    torch.manual_seed(0)
+    lengths = perturbed(items)["attention_mask"].sum(-1).tolist()
+    assert set(lengths) == {17778, 16000, 14545}  # 16000 samples played at 0.9, 1.0 and 1.1
+    torch.manual_seed(0)
+    assert perturbed(items)["attention_mask"].sum(-1).tolist() == lengths  # drawn from torch's generator
+    assert plain(items)["attention_mask"].sum(-1).tolist() == [16000] * 64
+    # Only the training batches are perturbed.
+    audio = [item["input_values"] for item in items[:4]]
+    split = PreparedSplit(audio, [0, 1, 2, 3], [[3]] * 4, [16000] * 4, audio=audio)
+    recipe = load_recipe("tiny_asr", ["speed_perturbation=[0.9, 1.1]", "batch_size=4"])
+    loaders = build_dataloaders(recipe, dict.fromkeys(("train", "validation", "test"), split), plain)
+    train, validation, test = (next(iter(loader))["attention_mask"].sum(-1).tolist() for loader in loaders)
+    assert set(train) <= {17778, 14545} and validation == test == [16000] * 4
 
 
 def test_bad_audio_is_skipped_with_counts_in_the_summary(tmp_path, corpus_dir, cache_dir, caplog):

@@ -27,6 +27,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 from ..errors import HJPruneInputError
 from ..structure import SAMPLING_RATE
 from .audio import AudioError, decode_audio, load_audio
+from .augment import speed_perturb
 
 logger = logging.getLogger(__name__)
 
@@ -240,14 +241,22 @@ class SpeechCollator:
     """Pads a list of [`PreparedSplit`] items into a model batch.
 
     `input_values` are normalised per utterance and zero-padded with an `attention_mask` by the
-    feature extractor; CTC label sequences (lists) are padded with -100, class ids stacked.
+    feature extractor; CTC label sequences (lists) are padded with -100, class ids stacked. With
+    `speed_factors` (training), each utterance is first played at one of them, drawn with torch's
+    random generator (which a checkpoint saves, so a resumed run draws the same).
     """
 
     feature_extractor: Wav2Vec2FeatureExtractor
+    speed_factors: tuple[float, ...] = ()
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        audio = [item["input_values"] for item in items]
+        if self.speed_factors:
+            factors = [self.speed_factors[i] for i in torch.randint(len(self.speed_factors), (len(audio),))]
+            audio = [x if factor == 1.0 else speed_perturb(np.asarray(x, np.float32), factor)
+                     for x, factor in zip(audio, factors)]  # fmt: skip
         batch = self.feature_extractor(
-            [item["input_values"] for item in items],
+            audio,
             sampling_rate=self.feature_extractor.sampling_rate,
             padding=True,
             return_attention_mask=True,
