@@ -119,6 +119,8 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert abs(by_name["asr_macs_40_seed0"]["target_error"]) <= 0.02  # the export lands on the target
     finetuned = json.loads((runs_dir / "asr_macs_40_finetune_seed0" / "summary.json").read_text())
     assert finetuned["final_finetune"]["steps"] == 3
+    ratio = finetuned["final_finetune"]["learning_rate"] / finetuned["recipe"]["learning_rate"]
+    assert ratio == pytest.approx(pc.FINAL_FINETUNE_LR_FACTOR)
     distilled = json.loads((runs_dir / "asr_macs_40_distill_seed0" / "summary.json").read_text())
     assert distilled["recipe"]["distillation"]["teacher"] == str(runs_dir / "asr_none_seed0" / "model")
     # The tiny model's Transformer holds too few MACs for -40% without the CNN: reported, not fatal.
