@@ -1054,12 +1054,16 @@ def _ctc_audio_hours(recipe: PretrainRecipe, summary: Mapping[str, Any]) -> floa
     )
 
 
+def _shipped_recipes_by_output_dir() -> dict[Path, str]:
+    """The shipped pretraining recipes by the (resolved) folder each writes its run to."""
+    return {
+        Path(load_pretrain_recipe(name).output_dir).resolve(): name for name in available_pretrain_recipes()
+    }
+
+
 def _shipped_recipe_of(run_dir: Path) -> str:
     """The shipped pretraining recipe whose output_dir is `run_dir` (else the folder's name)."""
-    for name in available_pretrain_recipes():
-        if Path(load_pretrain_recipe(name).output_dir).resolve() == run_dir.resolve():
-            return name
-    return str(run_dir)
+    return _shipped_recipes_by_output_dir().get(run_dir.resolve(), str(run_dir))
 
 
 def audio_hours(
@@ -1098,13 +1102,14 @@ def available_pretrain_recipes() -> list[str]:
 def ship_command(name: str) -> str | None:
     """The commands that make the start model `pretrained:NAME` with the shipped pretraining recipes
     (every stage, then `--ship`), or None when no shipped recipe writes a run of that name."""
-    recipes = {name_: load_pretrain_recipe(name_) for name_ in available_pretrain_recipes()}
-    by_dir = {Path(recipe.output_dir).resolve(): name_ for name_, recipe in recipes.items()}
-    last = next((name_ for name_, recipe in recipes.items() if Path(recipe.output_dir).name == name), None)
+    by_dir = _shipped_recipes_by_output_dir()
+    last = next((recipe for folder, recipe in by_dir.items() if folder.name == name), None)
     if last is None:
         return None
     stages = [last]
-    while (init_from := recipes[stages[0]].init_from) and Path(init_from).parent.resolve() in by_dir:
+    while (init_from := load_pretrain_recipe(stages[0]).init_from) and Path(
+        init_from
+    ).parent.resolve() in by_dir:
         stages.insert(0, by_dir[Path(init_from).parent.resolve()])
     return " && ".join(
         [*(f"hjprune pretrain {stage}" for stage in stages), f"hjprune pretrain {last} --ship {name}"]

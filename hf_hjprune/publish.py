@@ -69,6 +69,7 @@ from .zoo import (
     LEADERBOARD_JSON,
     TRAINED,
     collection_note,
+    compared_run,
     entry_card,
     leaderboard_markdown,
     leaderboard_records,
@@ -209,7 +210,7 @@ def _start_of(
     by name: a zoo entry's repository if an entry has that name, else a repository of its own. A
     start model from the Hub is that repository (no folder).
     """
-    trained = entry.get("baseline_summary") or entry.get("start_summary")
+    _, trained = compared_run(entry)
     if trained:
         name = Path(trained["recipe"]["output_dir"]).name
         return (repos[name], None) if name in repos else (f"{org}/{name}", runs_root / name)
@@ -258,7 +259,7 @@ def zoo_targets(
             zoo.external.setdefault(repo_id, []).append(entry["name"])
             continue
         if repo_id not in starts:
-            kind = "dense baseline" if entry.get("baseline_summary") else "start model"
+            kind, _ = compared_run(entry)
             if _finished(start_dir):
                 starts[repo_id] = Target(kind, repo_id, partial(stage_run, start_dir, repo_id=repo_id))
             else:  # nothing of it can be made here
@@ -276,10 +277,9 @@ def _space_pairs(zoo: Zoo, available: set[str]) -> list[dict[str, str]]:
     pairs = []
     for entry in zoo.entries:
         start = zoo.starts[entry["name"]]
-        dense = entry.get("baseline_summary") or entry["start_summary"] or {}
-        start_task = tasks.get(start) or dense.get("recipe", {}).get("task")
+        kind, dense = compared_run(entry)
+        start_task = tasks.get(start) or (dense or {}).get("recipe", {}).get("task")
         if entry["repo_id"] in available and start in available and start_task == entry["task"]:
-            kind = "dense baseline" if entry.get("baseline_summary") else "start model"
             pairs.append(
                 {
                     "name": f"{entry['name']}: {kind} vs pruned",
@@ -377,12 +377,13 @@ def collection_items(zoo: Zoo, available: set[str]) -> list[ItemSpec]:
     for name, start in zoo.starts.items():
         if start is not None and start in available | set(zoo.external):
             starts.setdefault(start, []).append(name)
-    baselines = {e["name"] for e in zoo.entries if e.get("baseline_summary")}
+    kinds = {e["name"]: compared_run(e)[0] for e in zoo.entries}
     items += [
         ItemSpec(
             repo,
             "model",
-            f"{'Dense baseline' if baselines & set(names) else 'Start model'} of {', '.join(names)}",
+            f"{'Dense baseline' if 'dense baseline' in {kinds[n] for n in names} else 'Start model'} of "
+            f"{', '.join(names)}",
         )
         for repo, names in starts.items()
         if repo not in {item.item_id for item in items}

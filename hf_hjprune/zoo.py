@@ -295,6 +295,14 @@ def entry_from_run(
     }
 
 
+def compared_run(entry: Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None]:
+    """`(kind, summary)` of the dense run an entry is compared with: its dense baseline, else the start
+    model it was pruned from (the summary None when `hf_hjprune` did not train it)."""
+    if entry.get("baseline_summary"):
+        return "dense baseline", entry["baseline_summary"]
+    return "start model", entry.get("start_summary")
+
+
 def add_run(
     run_dir: str | os.PathLike,
     name: str,

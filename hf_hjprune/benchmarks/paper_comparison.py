@@ -18,6 +18,7 @@ the table between the `paper-comparison` markers of the README.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -189,18 +190,17 @@ def run_comparison(
         if run.variant == DENSE:
             return load_recipe(DENSE_RECIPES[run.task], overrides)
         overrides += [f"variant={run.variant}", f"target={run.target}"]
-        if run.lever == "finetune":
-            learning_rate = (
-                load_recipe(TASK_RECIPES[run.task], overrides).learning_rate * FINAL_FINETUNE_LR_FACTOR
-            )
-            overrides += [
-                f"final_finetune_steps={3 if quick else FINAL_FINETUNE_STEPS}",
-                f"final_finetune_learning_rate={learning_rate}",
-            ]
-        elif run.lever == "distill":
+        if run.lever == "distill":
             teacher = output_root / Run(run.task, "none", None, run.seed).name / "model"
             overrides.append(f"distillation={{teacher: {teacher}, logits_weight: 1.0, hidden_weight: 0.0}}")
-        return load_recipe(TASK_RECIPES[run.task], overrides)
+        recipe = load_recipe(TASK_RECIPES[run.task], overrides)
+        if run.lever == "finetune":
+            recipe = dataclasses.replace(
+                recipe,
+                final_finetune_steps=3 if quick else FINAL_FINETUNE_STEPS,
+                final_finetune_learning_rate=recipe.learning_rate * FINAL_FINETUNE_LR_FACTOR,
+            )
+        return recipe
 
     recipes = [recipe_of(run) for run in runs]  # bad overrides fail here, before any training
     finished = {r.output_dir for r in recipes if finished_summary(r) is not None}  # or another recipe's
