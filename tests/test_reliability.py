@@ -891,3 +891,23 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path, cache_dir):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, monkeypatch, caplog, native):
+    # Emulated bf16 autocast made a training step ~9x slower than fp32 on an AVX2 CPU.
+    monkeypatch.setattr(train_module, "cpu_computes_natively", lambda precision: native)
+    recipe = load_recipe("tiny_asr", ["mixed_precision=bf16"])
+    with caplog.at_level(logging.WARNING):
+        accelerator = train_module.build_accelerator(recipe, tmp_path, [])
+    assert accelerator.mixed_precision == "bf16"  # the recipe's choice stands
+    warned = [r.getMessage() for r in caplog.records if "without native bf16" in r.getMessage()]
+    assert bool(warned) == (not native)
+    assert all("mixed_precision: no" in message for message in warned)
+    fp32 = train_module.build_accelerator(load_recipe("tiny_asr", ['mixed_precision="no"']), tmp_path, [])
+    assert fp32.mixed_precision == "no"
+
+
+def test_the_demo_recipes_train_in_fp32():
+    for name in ("asr_dense", "asr_hjmac", "slu_dense", "slu_hjmac"):
+        assert load_recipe(f"demo_{name}").mixed_precision == "no"
