@@ -592,7 +592,8 @@ def build_accelerator(recipe: Any, output_dir: Path, log_with: list[Any]) -> Acc
         logger.warning(
             f"mixed_precision={recipe.mixed_precision} on a CPU without native {recipe.mixed_precision} "
             f"({torch.backends.cpu.get_cpu_capability()}): autocast emulates it, and a training step runs "
-            "about 9 times slower than in fp32 (mixed_precision: no) on an AVX2 CPU"
+            "about 9 times slower than in fp32 (mixed_precision: no) on an AVX2 CPU "
+            "(`python -m hf_hjprune.benchmarks.precision` measures it)"
         )
     return accelerator
 

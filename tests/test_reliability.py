@@ -911,3 +911,10 @@ def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, monkeypatch, caplog, nat
 def test_the_demo_recipes_train_in_fp32():
     for name in ("asr_dense", "asr_hjmac", "slu_dense", "slu_hjmac"):
         assert load_recipe(f"demo_{name}").mixed_precision == "no"
+
+
+def test_the_precision_benchmark_times_both_precisions():
+    from hf_hjprune.benchmarks import precision
+
+    times = precision.measure(threads=1, repeats=1, steps=1, batch=1, seconds=0.2)
+    assert set(times) == {"fp32", "bf16"} and all(value > 0 for value in times.values())
