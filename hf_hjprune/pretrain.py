@@ -262,7 +262,7 @@ class PretrainRecipe(RecipeBase):
     )
     log_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batches, masks and dropout."})
-    mixed_precision: str = field(default="no", metadata={"help": '"no", "fp16" or "bf16".'})
+    mixed_precision: str = field(default="no", metadata={"help": '"no", "fp16", "bf16" or "auto" (as in `hjprune train`).'})
     output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where the run writes."})
 
     def __post_init__(self) -> None:
@@ -928,6 +928,7 @@ def _finish_pretraining(run: PretrainingRun) -> dict[str, Any]:
         "steps": progress.step,
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
         "audio_hours_seen": audio_hours(
             recipe, progress.step, accelerator.num_processes, run.task.seconds_per_item
         ),

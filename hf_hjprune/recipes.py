@@ -31,7 +31,7 @@ from .structure import rounding_multiples
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 TASKS = ("asr", "slu")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 INITS = ("pretrained", "random")
 OOD_TESTS = ("flite",)
 SEP_TARGET_KEYS = ("cnn", "transformer")
@@ -324,7 +324,12 @@ class Recipe(RecipeBase):
         default=0, metadata={"help": "Seed of initialisation, data order, gate sampling and dropout."}
     )
     mixed_precision: str = field(
-        default="no", metadata={"help": '"no", "fp16" or "bf16" (passed to `accelerate.Accelerator`).'}
+        default="no",
+        metadata={
+            "help": '"no", "fp16" or "bf16" (passed to `accelerate.Accelerator`), or "auto": bf16 where the '
+            "device computes it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. "
+            "`summary.json` records the precision used (`mixed_precision`)."
+        },
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     output_dir: str = field(

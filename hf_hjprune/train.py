@@ -570,32 +570,44 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def build_accelerator(recipe: Any, output_dir: Path, log_with: list[Any]) -> Accelerator:
-    """The run's `Accelerator`: the recipe's accumulation and precision, logging into `output_dir`."""
+    """The run's `Accelerator`: the recipe's accumulation and precision (`auto` resolved for this device),
+    logging into `output_dir`."""
+    precision = resolve_precision(recipe.mixed_precision)
     # Runs share accelerate's process-wide state; a second run in the same process (the demo, a comparison,
     # a notebook) may ask for another precision, which accelerate refuses unless its state is reset. The
     # distributed state (`PartialState`) stays: it is the same for every run of the process.
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != recipe.mixed_precision:
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        mixed_precision=recipe.mixed_precision,
+        mixed_precision=precision,
         log_with=log_with,
         project_dir=str(output_dir),
         # The schedule counts optimizer updates: the scheduler steps once per update, not once per process.
         step_scheduler_with_optimizer=False,
     )
-    if (
-        accelerator.device.type == "cpu"
-        and recipe.mixed_precision != "no"
-        and not cpu_computes_natively(recipe.mixed_precision)
-    ):
+    if accelerator.device.type == "cpu" and precision != "no" and not cpu_computes_natively(precision):
         logger.warning(
-            f"mixed_precision={recipe.mixed_precision} on a CPU without native {recipe.mixed_precision} "
+            f"mixed_precision={precision} on a CPU without native {precision} "
             f"({torch.backends.cpu.get_cpu_capability()}): autocast emulates it, and a training step runs "
-            "about 9 times slower than in fp32 (mixed_precision: no) on an AVX2 CPU "
+            "about 9 times slower than in fp32 (mixed_precision: no, or auto) on an AVX2 CPU "
             "(`python -m hf_hjprune.benchmarks.precision` measures it)"
         )
     return accelerator
+
+
+def resolve_precision(requested: str) -> str:
+    """The precision a run uses: `requested`, or for "auto" bf16 where this process's device computes it
+    natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX) and fp32 ("no") elsewhere, where bf16
+    autocast is emulated and slower than fp32."""
+    if requested != "auto":
+        return requested
+    device = PartialState().device
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and cpu_computes_natively("bf16")
+    return "bf16" if native else "no"
 
 
 def cpu_computes_natively(precision: str) -> bool:
@@ -1096,6 +1108,7 @@ def _summary(
         "steps": progress.step,
         "train_seconds": progress.train_seconds,
         "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
         "params": {"before": run.before["params"], "after": count_params(final).as_dict()},
         "macs": {
             "seconds": recipe.seconds,

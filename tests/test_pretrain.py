@@ -388,7 +388,7 @@ def test_each_family_has_the_recipes_of_its_start_model(family):
         f" && hjprune pretrain tiny_{family}_asr --ship {name}"
     )
     # The same encoder shape and training in every family: the zoo compares the families at one size. The
-    # shipped HuBERT model was made in bf16 on a CPU that computes it natively; the others train in fp32.
+    # shipped HuBERT model was made in bf16 on a CPU that computes it natively; the others use bf16 only there (auto).
     hubert = load_pretrain_recipe("tiny_hubert_phoneme_ctc")
     same_as_hubert = dataclasses.replace(stage1, family="hubert", output_dir=hubert.output_dir)
     assert dataclasses.replace(same_as_hubert, mixed_precision=hubert.mixed_precision) == hubert

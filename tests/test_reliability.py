@@ -908,9 +908,14 @@ def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, monkeypatch, caplog, nat
     assert fp32.mixed_precision == "no"
 
 
-def test_the_demo_recipes_train_in_fp32():
+@pytest.mark.parametrize("native", [False, True])
+def test_the_demo_recipes_train_in_bf16_only_where_the_cpu_computes_it(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(train_module, "cpu_computes_natively", lambda precision: native)
     for name in ("asr_dense", "asr_hjmac", "slu_dense", "slu_hjmac"):
-        assert load_recipe(f"demo_{name}").mixed_precision == "no"
+        recipe = load_recipe(f"demo_{name}")
+        assert recipe.mixed_precision == "auto"
+        assert train_module.build_accelerator(recipe, tmp_path, []).mixed_precision == ("bf16" if native else "no")
+    assert train_module.resolve_precision("fp16") == "fp16"  # an explicit choice is never changed
 
 
 def test_the_precision_benchmark_times_both_precisions():
