@@ -262,7 +262,9 @@ class PretrainRecipe(RecipeBase):
     )
     log_steps: int = field(default=10, metadata={"help": "Log training metrics every this many steps."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batches, masks and dropout."})
-    mixed_precision: str = field(default="no", metadata={"help": '"no", "fp16", "bf16" or "auto" (as in `hjprune train`).'})
+    mixed_precision: str = field(
+        default="no", metadata={"help": '"no", "fp16", "bf16" or "auto" (as in `hjprune train`).'}
+    )
     output_dir: str = field(default="outputs/pretrain", metadata={"help": "Where the run writes."})
 
     def __post_init__(self) -> None:

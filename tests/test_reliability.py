@@ -914,7 +914,9 @@ def test_the_demo_recipes_train_in_bf16_only_where_the_cpu_computes_it(tmp_path,
     for name in ("asr_dense", "asr_hjmac", "slu_dense", "slu_hjmac"):
         recipe = load_recipe(f"demo_{name}")
         assert recipe.mixed_precision == "auto"
-        assert train_module.build_accelerator(recipe, tmp_path, []).mixed_precision == ("bf16" if native else "no")
+        assert train_module.build_accelerator(recipe, tmp_path, []).mixed_precision == (
+            "bf16" if native else "no"
+        )
     assert train_module.resolve_precision("fp16") == "fp16"  # an explicit choice is never changed
 
 
