@@ -906,7 +906,12 @@ def _pretrain_loop(run: PretrainingRun) -> None:
                 reporter.update(progress.step, {"loss": f"{logged['train/loss']:.3f}"})
                 if contrastive is not None:
                     low_perplexity_logs = check_collapse(recipe, progress.step, logged, low_perplexity_logs)
-            if recipe.eval_steps and progress.step % recipe.eval_steps == 0:
+            # The last step's validation is the final one (`_finish_pretraining`): logged once.
+            if (
+                recipe.eval_steps
+                and progress.step % recipe.eval_steps == 0
+                and progress.step < recipe.max_steps
+            ):
                 metrics = evaluate(objective, run.task.validation, accelerator)
                 accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=progress.step)
             reporter.update(progress.step)

@@ -164,6 +164,8 @@ def test_pretrain_writes_an_encoder_that_fine_tunes(tmp_path, corpus_cache):
     assert summary["macs"]["cnn"] > 0 and summary["data"]["hours"] > 0
     lines = [json.loads(line) for line in (tmp_path / "ssl" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(line["train/loss"]) for line in lines if "train/loss" in line)
+    validated = [line["step"] for line in lines if "validation/masked_loss" in line]
+    assert validated == [3, 6]  # every eval_steps, and the last step's (the final validation) once
 
     model_dir = tmp_path / "ssl" / "model"
     encoder = AutoModel.from_pretrained(model_dir)
