@@ -99,11 +99,14 @@ def markdown_table(
     return [line(header), "|" + "|".join(ALIGNMENTS[code] for code in align) + "|", *map(line, rows)]
 
 
-def results_page(title: str, command: str, body: str, figure: tuple[str, str] | None = None) -> str:
-    """A benchmark's results file (`results/NAME.md`): its title, the command that regenerates it, its
-    figure (`(alt text, file name)`), if any, then `body`."""
+def results_page(
+    title: str, command: str | Sequence[str], body: str, figure: tuple[str, str] | None = None
+) -> str:
+    """A benchmark's results file (`results/NAME.md`): its title, the command (or commands, each
+    measuring a part) that regenerate it, its figure (`(alt text, file name)`), if any, then `body`."""
+    commands = [command] if isinstance(command, str) else list(command)
     image = f"![{figure[0]}]({figure[1]})\n\n" if figure else ""
-    return f"# {title}\n\nRegenerate: `{command}`\n\n{image}{body}"
+    return f"# {title}\n\nRegenerate: {' and '.join(f'`{c}`' for c in commands)}\n\n{image}{body}"
 
 
 # ---------------------------------------------------------------------------------------------

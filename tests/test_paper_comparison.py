@@ -125,7 +125,8 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert distilled["recipe"]["distillation"]["teacher"] == str(runs_dir / "asr_none_seed0" / "model")
     # The tiny model's Transformer holds too few MACs for -40% without the CNN: reported, not fatal.
     assert "is not reachable" in by_name["slu_transformer_40_seed0"]["error"]
-    assert result["command"].startswith(pc.COMMAND + " --quick")
+    command = pc.COMMAND + " " + " ".join(argv)
+    assert result["commands"] == {"asr": command, "slu": command}
     markdown = (out / "paper_comparison.md").read_text()
     assert "| HJ-MAC | −40% |" in markdown and "| Transformer-only | −40% | not reachable¹ |" in markdown
     assert (out / "paper_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -135,6 +136,16 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert pc.main(argv[:7] + argv[9:]) == 0  # one job this time; the finished runs are reused
     assert summary.stat().st_mtime_ns == written
     assert json.loads((out / "paper_comparison.json").read_text())["runs"] == result["runs"]
+
+    # A comparison of one task updates that task's half, and keeps the other's with its command.
+    assert pc.main([*argv, "--tasks", "asr", "--levers"]) == 0
+    merged = json.loads((out / "paper_comparison.json").read_text())
+    assert [row for row in merged["runs"] if row["task"] == "slu"] == result["runs"][7:]
+    assert [row["run"] for row in merged["runs"] if row["task"] == "asr"] == names[:5]
+    one_job = pc.COMMAND + " " + " ".join(argv[:7] + argv[9:])  # the last command that measured SLU
+    assert merged["commands"] == {"slu": one_job, "asr": f"{command} --tasks asr --levers"}
+    page = (out / "paper_comparison.md").read_text()
+    assert f"(`{command} --tasks asr --levers`):" in page and f"`{one_job}` and `{command} --tasks" in page
 
     # A finished run trained with another recipe is not reported as this one's.
     edited = json.loads(summary.read_text())

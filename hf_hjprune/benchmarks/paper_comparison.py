@@ -11,14 +11,17 @@ target and seed changed). Two quality levers are added to HJ-MAC: a final fine-t
 structure (`final_finetune_steps` more steps), and distillation from the dense run of the same seed.
 
 Finished runs (`OUTPUT_DIR/<run>/summary.json`) are reused, so an interrupted comparison continues
-where it stopped; a finished run of another recipe (trained before a recipe changed) is an error. The command writes `results/paper_comparison.{json,md,png}` next to this file and
-the table between the `paper-comparison` markers of the README.
+where it stopped; a finished run of another recipe (trained before a recipe changed) is an error. The
+command writes `results/paper_comparison.{json,md,png}` next to this file and the table between the
+`paper-comparison` markers of the README. A comparison of some tasks (`--tasks asr`) replaces their rows
+in the results and keeps the other tasks', each task with the command that measured it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -316,9 +319,11 @@ def results_markdown(result: Mapping[str, Any]) -> str:
             "variant", "target", title, f"{title} (flite)", "MACs", "CNN MACs", "Transformer MACs", "params",
             "CNN share of removed MACs",
         ]  # fmt: skip
+        command = result.get("commands", {}).get(task)
         lines += [
             f"**{title}** on the test split ({'seed' if len(seeds) == 1 else 'mean ± std over seeds'} "
-            f"{', '.join(map(str, seeds))}); out of domain: the same sentences spoken by flite:",
+            f"{', '.join(map(str, seeds))}); out of domain: the same sentences spoken by flite"
+            + (f" (`{command}`):" if command else ":"),
             "",
             *markdown_table(header, [_table_row(entry) for entry in entries]),
         ]
@@ -420,6 +425,27 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     save_png(figure, path)
 
 
+def merge_results(result: dict[str, Any], commands: Mapping[str, str], previous: Path) -> dict[str, Any]:
+    """`result` (of the tasks in `commands`, each with the command that measured it) with the other tasks'
+    rows and commands from the `previous` results file, when it is of the same start model: a comparison
+    of one task (`--tasks asr`) updates that task's half and keeps the other's."""
+    result = {**result, "commands": dict(commands)}
+    if not previous.is_file():
+        return result
+    earlier = json.loads(previous.read_text(encoding="utf-8"))
+    if earlier.get("start_model") != result["start_model"]:
+        return result
+    # Files written before per-task commands held one command for every task.
+    earlier_commands = earlier.get("commands") or {row["task"]: earlier["command"] for row in earlier["runs"]}
+    kept = [row for row in earlier["runs"] if row["task"] not in commands]
+    result["runs"] = kept + result["runs"]
+    result["commands"] = {
+        **{task: earlier_commands[task] for task in dict.fromkeys(row["task"] for row in kept)},
+        **commands,
+    }
+    return result
+
+
 def update_readme(markdown: str, readme: Path = README, markers: tuple[str, str] = MARKERS) -> bool:
     """Replace the text between a pair of README markers; False when there are no such markers."""
     if not readme.is_file():
@@ -463,14 +489,16 @@ def main(argv: list[str] | None = None) -> int:
         result = run_comparison(runs, args.runs_dir, args.start_model, args.jobs, args.quick)
     except HJPruneInputError as err:  # e.g. a finished run of another recipe in --runs-dir
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    result["aggregated"] = aggregate(result["runs"])
-    result["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
     stem = args.output_dir / "paper_comparison"
+    result = merge_results(result, {task: command for task in args.tasks}, stem.with_suffix(".json"))
+    result["aggregated"] = aggregate(result["runs"])
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stem.with_suffix(".json"), result, indent=1)
     markdown = results_markdown(result)
     figure = ("metric against MACs", "paper_comparison.png")
-    page = results_page("Toy reproduction of the paper's comparison", result["command"], markdown, figure)
+    commands = list(dict.fromkeys(result["commands"].values()))
+    page = results_page("Toy reproduction of the paper's comparison", commands, markdown, figure)
     atomic_write_text(stem.with_suffix(".md"), page)
     plot(result, stem.with_suffix(".png"))
     if not args.no_readme and update_readme(markdown):
