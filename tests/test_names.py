@@ -1,6 +1,7 @@
 """Names defined once (variants, families, the sample rate) and the one start-model builder."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +10,12 @@ from hf_hjprune import count_macs, prune_model
 from hf_hjprune.bench import dense_model_of_run
 from hf_hjprune.benchmarks import paper_comparison
 from hf_hjprune.data.speech_synth import SAMPLE_RATE
+from hf_hjprune.pretrain import ship_command
 from hf_hjprune.pruner import DENSE, PRUNING_VARIANTS, VARIANTS
 from hf_hjprune.recipes import load_recipe
 from hf_hjprune.start_models import (
     TINY_CONFIG,
+    available_pretrained_models,
     load_start_model,
     load_start_model_config,
     resolve_model,
@@ -59,6 +62,23 @@ def test_shipped_start_models_load_by_name():
     assert info is None and random.config.hidden_size == model.config.hidden_size
     with pytest.raises(ValueError, match="cannot load the model 'no/such-model'"):
         load_start_model("no/such-model")
+
+
+@pytest.mark.parametrize("name", available_pretrained_models())
+def test_every_shipped_start_model_loads_and_its_card_says_how_it_was_made(name):
+    folder = Path(resolve_model(name))
+    summaries = json.loads((folder / "pretraining_summaries.json").read_text(encoding="utf-8"))
+    family = FAMILIES[summaries[-1]["recipe"]["family"]]
+    trained_head = "ctc" if summaries[-1]["objective"] == "ctc" else "base"
+    model, info = load_start_model(name, trained_head)
+    assert type(model) is family.stock_models[trained_head] and not info["missing_keys"], info["missing_keys"]
+    assert (start_model_file(name, "vocab.json") is not None) == (trained_head == "ctc")
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert f"pretrained:{folder.name}" in card and family.display_name in card
+    command = ship_command(folder.name)
+    if command is not None:  # made by the shipped recipes: the card names every stage's command
+        for stage in command.split(" && ")[:-1]:
+            assert f"`{stage}`" in card, stage
 
 
 def test_bench_finds_the_dense_model_of_a_run_from_a_shipped_start_model(tmp_path):
