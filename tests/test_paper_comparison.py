@@ -54,12 +54,15 @@ def test_aggregate_and_observations_follow_the_numbers():
         _row("asr", "transformer", 0.4, 1, 0.44, 0.40),
         _row("asr", "macs", 0.4, 0, 0.27, 0.40, "finetune"),
         _row("asr", "macs", 0.4, 1, 0.26, 0.45, "finetune"),
+        _row("asr", "sep", 0.4, 0, 0.29, 0.40),  # 29.5% ± 0.7%: level with HJ-MAC's 29.0% ± 1.4%
+        _row("asr", "sep", 0.4, 1, 0.30, 0.40),
+        _row("asr", "params", 0.4, 0, 0.27, 0.20) | {"cnn_share_of_removed": 0.05},
         _row("slu", "none", None, 0, 0.90),
         _row("slu", "macs", 0.4, 0, 0.70, 0.4),
         _row("slu", "transformer", 0.4, 0, 0.80, 0.4),
     ]
     aggregated = pc.aggregate(rows)
-    assert len(aggregated) == 7
+    assert len(aggregated) == 9
     dense_asr = aggregated[0]
     assert dense_asr["seeds"] == [0, 1] and dense_asr["value"] == pytest.approx(0.32)
     assert dense_asr["value_std"] == pytest.approx(0.0283, abs=1e-4)
@@ -73,7 +76,16 @@ def test_aggregate_and_observations_follow_the_numbers():
         "HJ-MAC beats Transformer-only" in asr[1]
         and "25% of the MACs HJ-MAC removed were the CNN's" in asr[1]
     )
-    assert "the best HJ-MAC lever is HJ-MAC + final fine-tune (26.5% ± 0.7%" in asr[2]
+    assert (
+        "HJ-MAC is level with HJ-Sep (separate budgets) (29.0% ± 1.4% at 40% fewer MACs vs 29.5% ± 0.7%"
+        in asr[2]
+    )
+    assert "the gap is inside the seeds' spread" in asr[2]
+    # HJ-Param has the lowest WER but is not at a MACs target, so it is never "the best at −40% MACs".
+    assert asr[3].startswith("HJ-Param at −40% parameters removes 20% of the MACs, 5% of them the CNN's")
+    assert asr[4].startswith(
+        "At −40%, the best HJ-MAC lever is HJ-MAC + final fine-tune (26.5% ± 0.7%), better"
+    )
     slu = pc.observations(aggregated, "slu")  # higher accuracy is better
     assert (
         "best intent accuracy is Transformer-only's (80.0%, 40% fewer MACs reached), worse than dense (90.0%)"

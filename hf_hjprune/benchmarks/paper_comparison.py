@@ -346,19 +346,37 @@ def results_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _compare(a: Mapping[str, Any], b: Mapping[str, Any], higher: bool) -> str:
+    """ "better", "worse" or "level": `a` against `b`, level when the gap between the means is inside the
+    larger of the two spreads over seeds (a single seed has no spread, so any gap counts)."""
+    gap = a["value"] - b["value"]
+    if abs(gap) <= max(a.get("value_std") or 0.0, b.get("value_std") or 0.0):
+        return "level"
+    return "better" if (gap > 0) == higher else "worse"
+
+
+def _against(verdict: str, name: str, entry: Mapping[str, Any]) -> str:
+    """ "better than dense (x)", or "level with dense (x; the gap is inside the seeds' spread)"."""
+    if verdict == "level":
+        return f"level with {name} ({mean_percent(entry)}; the gap is inside the seeds' spread)"
+    return f"{verdict} than {name} ({mean_percent(entry)})"
+
+
 def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str]:
     """Plain statements read off the results (generated, so they always match the numbers)."""
     _, title, higher = METRICS[task]
     entries = [entry for entry in aggregated if entry["task"] == task and "error" not in entry]
     dense = next((entry for entry in entries if entry["variant"] == DENSE), None)
+    targets = sorted({entry["target"] for entry in entries if entry["target"] is not None})
 
-    def better(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        return a["value"] > b["value"] if higher else a["value"] < b["value"]
+    def plain(target: float) -> dict[str, Mapping[str, Any]]:
+        return {e["variant"]: e for e in entries if e["target"] == target and not e.get("lever")}
 
     texts = []
-    targets = sorted({entry["target"] for entry in entries if entry["target"] is not None})
     for target in targets:
-        at = [e for e in entries if e["target"] == target and e["variant"] != "params" and not e.get("lever")]
+        at = [
+            entry for variant, entry in plain(target).items() if variant != "params"
+        ]  # params: not a MACs target
         if not at:
             continue
         best = (max if higher else min)(at, key=lambda entry: entry["value"])
@@ -367,25 +385,43 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
             f"({mean_percent(best)}, {best['macs_reduction']:.0%} fewer MACs reached)"
         )
         if dense is not None:
-            text += f", {'better' if better(best, dense) else 'worse'} than dense ({mean_percent(dense)})"
+            text += ", " + _against(_compare(best, dense, higher), "dense", dense)
         texts.append(text + ".")
     for target in targets:
-        by_variant = {e["variant"]: e for e in entries if e["target"] == target and not e.get("lever")}
-        if "macs" in by_variant and "transformer" in by_variant:
-            joint, only = by_variant["macs"], by_variant["transformer"]
+        by_variant = plain(target)
+        if "macs" not in by_variant:
+            continue
+        joint = by_variant["macs"]
+        for other, how in (("transformer", "Transformer-only pruning"), ("sep", "HJ-Sep (separate budgets)")):
+            if other in by_variant:
+                verdict = _compare(joint, by_variant[other], higher)
+                said = {"better": "beats", "worse": "does not beat", "level": "is level with"}[verdict]
+                texts.append(
+                    f"At the −{target:.0%} target, HJ-MAC {said} {how} ({mean_percent(joint)} at "
+                    f"{joint['macs_reduction']:.0%} fewer MACs vs {mean_percent(by_variant[other])} at "
+                    f"{by_variant[other]['macs_reduction']:.0%}"
+                    + ("; the gap is inside the seeds' spread)" if verdict == "level" else ")")
+                    + (
+                        f"; {joint['cnn_share_of_removed']:.0%} of the MACs HJ-MAC removed were the CNN's."
+                        if other == "transformer"
+                        else "."
+                    )
+                )
+        if "params" in by_variant:
+            param = by_variant["params"]
             texts.append(
-                f"At the −{target:.0%} target, HJ-MAC {'beats' if better(joint, only) else 'does not beat'} "
-                f"Transformer-only pruning ({mean_percent(joint)} at {joint['macs_reduction']:.0%} fewer MACs vs "
-                f"{mean_percent(only)} at {only['macs_reduction']:.0%}); {joint['cnn_share_of_removed']:.0%} of the MACs "
-                "HJ-MAC removed were the CNN's."
+                f"HJ-Param at −{target:.0%} parameters removes {param['macs_reduction']:.0%} of the MACs, "
+                f"{param['cnn_share_of_removed']:.0%} of them the CNN's (HJ-MAC at −{target:.0%} MACs: "
+                f"{joint['cnn_share_of_removed']:.0%}), for {mean_percent(param)}."
             )
     for target in targets:
         options = [e for e in entries if e["target"] == target and e["variant"] == "macs"]
         if len(options) > 1 and dense is not None:
             best = (max if higher else min)(options, key=lambda entry: entry["value"])
             texts.append(
-                f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({mean_percent(best)}; dense {mean_percent(dense)}, "
-                f"{'better' if better(best, dense) else 'worse'})."
+                f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({mean_percent(best)}), "
+                + _against(_compare(best, dense, higher), "dense", dense)
+                + "."
             )
     return texts
 
