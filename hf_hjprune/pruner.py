@@ -225,7 +225,7 @@ class HJPruner(nn.Module):
         units: the unit groups to gate, among `("conv", "heads", "ffn")`; by default all of them
             (only heads and FFN units for `"transformer"`).
         prune_blocks: also gate whole attention and FFN blocks of each layer.
-        init_log_alpha: initial gate logit (2.0 keeps ~98% of units in expectation).
+        init_log_alpha: initial gate logit (at 2.0 a unit is non-zero with probability 0.97).
         target_reference: `"start"`: the target is relative to `model`; `"original"`: relative to the
             unpruned model an HJPruned `model` was cut from (its config's `original_*` sizes), so that
             pruning a pruned model further can aim at a total reduction.

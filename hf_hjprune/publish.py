@@ -771,7 +771,7 @@ def add_arguments(actions: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--runs-root",
             default=str(DEFAULT_OUTPUT_ROOT),
-            help="the run folders: RUNS_ROOT/NAME and RUNS_ROOT/NAME-start (default: outputs/zoo)",
+            help="the run folders: RUNS_ROOT/NAME and its dense baseline RUNS_ROOT/NAME-dense (default: outputs/zoo)",
         )
         parser.add_argument(
             "--space-dir",
