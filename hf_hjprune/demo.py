@@ -70,11 +70,14 @@ COLUMNS = (
 )
 
 
-def run_demo(output_dir: str | Path, quick: bool = False, jobs: int = 2) -> list[dict[str, Any]]:
+def run_demo(
+    output_dir: str | Path, quick: bool = False, jobs: int = 2, resume: bool = False
+) -> list[dict[str, Any]]:
     """Run the four trainings into `output_dir` and write the comparison; return its rows.
 
     Every run starts from the same shipped start model; they train `jobs` at a time, each in its own
-    process (`quick`: a tiny model built in code, on a tiny corpus).
+    process (`quick`: a tiny model built in code, on a tiny corpus). With `resume`, a run that a SIGTERM
+    stopped continues from the checkpoint it saved.
     """
     output_dir = Path(output_dir)
     started = time.perf_counter()
@@ -85,7 +88,7 @@ def run_demo(output_dir: str | Path, quick: bool = False, jobs: int = 2) -> list
             overrides += [*QUICK_OVERRIDES, "model=tiny:hubert", *QUICK_MODEL]
         recipes.append(load_recipe(f"demo_{name}", overrides))
     prepare_data(recipes[0])  # the corpus and the flite test set, once, before the parallel runs
-    summaries = train_all(recipes, jobs)
+    summaries = train_all(recipes, jobs, resume=resume)
     rows = [result_row(label, summary) for (_, label), summary in zip(RUNS, summaries)]
     table = format_table(rows)
     atomic_write_text(
@@ -149,8 +152,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="outputs/demo", help="where the runs and the results go")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke test on a tiny corpus")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained side by side (default: 2)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the runs a SIGTERM stopped from their checkpoints"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the demo from the command line."""
-    run_demo(args.output_dir, quick=args.quick, jobs=args.jobs)
+    run_demo(args.output_dir, quick=args.quick, jobs=args.jobs, resume=args.resume)

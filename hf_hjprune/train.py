@@ -1210,9 +1210,9 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path) if path.is_file() else []
 
 
-def _train_or_error(recipe: Recipe, keep_going: bool) -> dict[str, Any]:
+def _train_or_error(recipe: Recipe, keep_going: bool, resume: bool = False) -> dict[str, Any]:
     try:
-        return train(recipe)
+        return train(recipe, resume)
     except HJPruneInputError as err:  # bad input, found before the first step
         if not keep_going:
             raise
@@ -1238,19 +1238,21 @@ def _exit_if_orphaned(parent: int) -> None:
         os._exit(143)
 
 
-def _train_in_worker(job: tuple[dict[str, Any], int, bool, int]) -> dict[str, Any]:
-    values, threads, keep_going, parent = job
+def _train_in_worker(job: tuple[dict[str, Any], int, bool, bool, int]) -> dict[str, Any]:
+    values, threads, keep_going, resume, parent = job
     _exit_if_orphaned(parent)  # a run queued before the parent died is not started
     try:
-        return _train_one_in_worker(values, threads, keep_going)
+        return _train_one_in_worker(values, threads, keep_going, resume)
     finally:
         _exit_if_orphaned(parent)  # the parent died during the run, which saved a checkpoint and stopped
 
 
-def _train_one_in_worker(values: dict[str, Any], threads: int, keep_going: bool) -> dict[str, Any]:
+def _train_one_in_worker(
+    values: dict[str, Any], threads: int, keep_going: bool, resume: bool
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    return _train_or_error(Recipe.from_dict(values), keep_going)
+    return _train_or_error(Recipe.from_dict(values), keep_going, resume)
 
 
 def finished_summary(recipe: Recipe) -> dict[str, Any] | None:
@@ -1284,19 +1286,22 @@ def relative_cost(recipe: Recipe) -> float:
     return (recipe.max_steps + recipe.final_finetune_steps) * (0.7 if recipe.freeze_feature_encoder else 1.0)
 
 
-def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False) -> list[dict[str, Any]]:
+def train_all(
+    recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False, resume: bool = False
+) -> list[dict[str, Any]]:
     """Run independent recipes to the end, `jobs` at a time, and return their summaries in order.
 
     With `jobs > 1` each run trains in its own process with `cores // jobs` threads: on a CPU, small
     models train faster side by side than one after the other on all cores. With `keep_going`, a
     recipe that `train` rejects as bad input (an `HJPruneInputError`, e.g. an `UnreachableTargetError`)
     gives `{"error": message, "error_type": class name}` instead of stopping the others; any other
-    exception stops everything.
+    exception stops everything. With `resume`, a run continues from its latest checkpoint (one that a
+    SIGTERM, e.g. to a killed comparison, saved), as `train(recipe, resume=True)`.
     """
     if jobs < 1:
         raise HJPruneInputError(f"jobs must be at least 1, got {jobs}")
     if jobs == 1 or len(recipes) < 2:
-        return [_train_or_error(recipe, keep_going) for recipe in recipes]
+        return [_train_or_error(recipe, keep_going, resume) for recipe in recipes]
     threads = max(1, torch.get_num_threads() // jobs)
     longest_first = sorted(range(len(recipes)), key=lambda i: -relative_cost(recipes[i]))  # a balanced finish
     context = multiprocessing.get_context("spawn")  # a fresh torch / Accelerate state per process
@@ -1304,7 +1309,7 @@ def train_all(recipes: Sequence[Recipe], jobs: int = 1, keep_going: bool = False
     with ProcessPoolExecutor(
         min(jobs, len(recipes)), mp_context=context, initializer=_stop_with_parent, initargs=(parent,)
     ) as pool:
-        jobs_ = [(recipes[i].to_dict(), threads, keep_going, parent) for i in longest_first]
+        jobs_ = [(recipes[i].to_dict(), threads, keep_going, resume, parent) for i in longest_first]
         summaries = dict(zip(longest_first, pool.map(_train_in_worker, jobs_)))
     return [summaries[i] for i in range(len(recipes))]
 

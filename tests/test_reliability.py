@@ -475,6 +475,33 @@ def test_resume_before_the_first_checkpoint_starts_over_and_says_so(
     ]
 
 
+def test_train_all_continues_the_runs_a_killed_comparison_stopped(tmp_path, cache_dir, uninterrupted):
+    """What `paper_comparison` and `hjprune demo --resume` rely on: runs left with a checkpoint (a SIGTERM
+    to a killed comparison saves one) continue from it, in the worker processes too."""
+    recipes = []
+    for name in ("first", "second"):  # two runs, so that they train in two worker processes
+        output_dir = tmp_path / name
+        shutil.copytree(uninterrupted, output_dir)  # then stopped after the checkpoint of step 6:
+        shutil.rmtree(output_dir / "model")
+        shutil.rmtree(output_dir / "checkpoints" / "step_8")
+        (output_dir / "summary.json").unlink()
+        recipes.append(load_recipe("tiny_asr", quick(cache_dir, output_dir, *RESUMABLE)))
+    with pytest.raises(HJPruneInputError, match="holds checkpoints of an earlier run"):
+        train_all(recipes[:1])
+
+    summaries = train_all(recipes, jobs=2, resume=True)
+    expected = weights(uninterrupted)
+    for recipe, summary in zip(recipes, summaries):
+        assert summary["steps"] == 8 and "error" not in summary
+        # Two steps in a worker with its own thread count: equal up to float reordering.
+        actual = weights(Path(recipe.output_dir))
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], msg=key)
+        steps = [record["step"] for record in read_jsonl(Path(recipe.output_dir) / "metrics.jsonl")]
+        assert steps == [record["step"] for record in read_jsonl(uninterrupted / "metrics.jsonl")]
+
+
 def test_atomic_files_and_torn_lines(tmp_path):
     path = tmp_path / "summary.json"
     atomic_write_text(path, "old\n")

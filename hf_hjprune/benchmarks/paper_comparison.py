@@ -175,7 +175,8 @@ def run_comparison(
 
     Every run starts from `start_model` (default: the demo recipes' shipped start model). Distillation
     runs learn from the dense run of their task and seed, so they train after the others. `jobs` runs
-    train side by side, each in its own process (`hf_hjprune.train.train_all`).
+    train side by side, each in its own process (`hf_hjprune.train.train_all`). A run that a killed
+    comparison stopped (its SIGTERM saved a checkpoint) continues from that checkpoint.
     """
     from ..recipes import load_recipe
     from ..train import finished_summary, prepare_data, train_all
@@ -216,7 +217,7 @@ def run_comparison(
         # A target a variant cannot reach (Transformer-only at high targets) is a result, not a failure.
         errors |= {
             r.output_dir: {key: summary[key] for key in ("error", "error_type") if key in summary}
-            for r, summary in zip(todo, train_all(todo, jobs, True))
+            for r, summary in zip(todo, train_all(todo, jobs, keep_going=True, resume=True))
         }
     rows = []
     for run, recipe in zip(runs, recipes):

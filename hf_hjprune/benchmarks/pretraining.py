@@ -79,7 +79,7 @@ def run_benchmark(
     todo = [r for r in recipes if finished_summary(r) is None]  # a finished run of another recipe raises
     started = time.perf_counter()
     log(f"{len(recipes) - len(todo)} runs done, training {len(todo)}")
-    train_all(todo, jobs)
+    train_all(todo, jobs, resume=True)  # a run a killed comparison stopped continues from its checkpoint
     log(f"trained in {time.perf_counter() - started:.0f} s")
     rows = [
         result_row(task, start, seed, Path(r.output_dir)) for (task, start, seed), r in zip(keys, recipes)
