@@ -1210,9 +1210,15 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path) if path.is_file() else []
 
 
+def train_or_continue(recipe: Recipe) -> dict[str, Any]:
+    """`train`, continuing from the latest checkpoint when `output_dir` has one: what running a batch of
+    runs again wants after it was killed (its SIGTERM saved checkpoints)."""
+    return train(recipe, resume=bool(checkpoints(Path(recipe.output_dir))))
+
+
 def _train_or_error(recipe: Recipe, keep_going: bool, resume: bool = False) -> dict[str, Any]:
     try:
-        return train(recipe, resume)
+        return train_or_continue(recipe) if resume else train(recipe)
     except HJPruneInputError as err:  # bad input, found before the first step
         if not keep_going:
             raise
@@ -1295,8 +1301,8 @@ def train_all(
     models train faster side by side than one after the other on all cores. With `keep_going`, a
     recipe that `train` rejects as bad input (an `HJPruneInputError`, e.g. an `UnreachableTargetError`)
     gives `{"error": message, "error_type": class name}` instead of stopping the others; any other
-    exception stops everything. With `resume`, a run continues from its latest checkpoint (one that a
-    SIGTERM, e.g. to a killed comparison, saved), as `train(recipe, resume=True)`.
+    exception stops everything. With `resume`, a run with a checkpoint (one that a SIGTERM, e.g. to a
+    killed comparison, saved) continues from it (`train_or_continue`).
     """
     if jobs < 1:
         raise HJPruneInputError(f"jobs must be at least 1, got {jobs}")

@@ -633,7 +633,7 @@ def train_zoo(
             is missing, or a run folder holding a finished run of another recipe. Checked before any training.
     """
     from .recipes import available_recipes, load_recipe
-    from .train import finished_summary, train
+    from .train import finished_summary, train_or_continue
 
     entries = {entry["name"]: entry for entry in load_index(zoo_dir)["entries"]}
     names = list(names) if names is not None else [n for n, e in entries.items() if e["data"] == "synthetic"]
@@ -666,7 +666,7 @@ def train_zoo(
         started = time.perf_counter()
         for planned in filter(None, (baseline, recipe)):
             if finished_summary(planned) is None:
-                train(planned)
+                train_or_continue(planned)  # a run a killed `zoo train` stopped continues
         run_dir = Path(recipe.output_dir)
         if baseline is not None:
             attach_baseline(run_dir, baseline.output_dir)
