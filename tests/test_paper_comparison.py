@@ -82,7 +82,10 @@ def test_aggregate_and_observations_follow_the_numbers():
     )
     assert "the gap is inside the seeds' spread" in asr[2]
     # HJ-Param has the lowest WER but is not at a MACs target, so it is never "the best at −40% MACs".
-    assert asr[3].startswith("HJ-Param at −40% parameters removes 20% of the MACs, 5% of them the CNN's")
+    assert asr[3] == (
+        "HJ-Param at −40% parameters removes 20% of the MACs, 5% of them from the CNN (HJ-MAC at −40% MACs: 25%); "
+        "WER 27.0%."
+    )
     assert asr[4].startswith(
         "At −40%, the best HJ-MAC lever is HJ-MAC + final fine-tune (26.5% ± 0.7%), better"
     )
@@ -168,3 +171,31 @@ def test_quick_comparison_writes_json_markdown_and_plot_and_reuses_runs(tmp_path
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert re.search(r"asr_macs_40_seed0 holds a finished run of another recipe \(max_steps", error)
+
+
+def _cost(cnn, transformer):
+    parts = {
+        "cnn": cnn,
+        "feature_projection": 0.0,
+        "positional_conv": 0.0,
+        "attention": 0.0,
+        "ffn": transformer,
+    }
+    return {**parts, "total": cnn + transformer}
+
+
+def test_result_row_checks_each_part_of_a_sep_target():
+    # CNN 100 -> 63 (37% fewer), Transformer 200 -> 118 (41% fewer): total 300 -> 181, 39.7% fewer.
+    cost = {"before": _cost(100.0, 200.0), "after": _cost(63.0, 118.0)}
+    summary = {
+        "macs": cost,
+        "params": cost,
+        "metrics": {"before": {"wer": 0.9}, "after": {"wer": 0.3}},
+        "train_seconds": 1.0,
+    }
+    sep = pc.result_row(pc.Run("asr", "sep", 0.4, 0), summary)
+    assert sep["target_error"] == pytest.approx(-0.03)  # the CNN's miss, not the total's -0.3%
+    assert sep["cnn_share_of_removed"] == pytest.approx(37 / 119)
+    joint = pc.result_row(pc.Run("asr", "macs", 0.4, 0), summary)
+    assert joint["target_error"] == pytest.approx(119 / 300 - 0.4)
+    assert pc.result_row(pc.Run("asr", "none", None, 0), summary)["target_error"] is None
