@@ -439,6 +439,7 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
     """Metric against MACs reduction, one line per variant and a panel per task (PNG)."""
     tasks = [task for task in METRICS if any(entry["task"] == task for entry in result["aggregated"])]
     figure = new_figure(figsize=(5.0 * len(tasks), 4.0))
+    colors = {label: f"C{index}" for index, label in enumerate(LABELS.values())}  # the same in every panel
     for index, task in enumerate(tasks, start=1):
         _, title, _ = METRICS[task]
         axes = figure.add_subplot(1, len(tasks), index)
@@ -456,6 +457,7 @@ def plot(result: Mapping[str, Any], path: str | Path) -> None:
                     marker="o",
                     capsize=3,
                     linestyle="none" if len(points) == 1 else "-",
+                    color=colors[label],
                     label=label,
                 )
         for entry in entries:
