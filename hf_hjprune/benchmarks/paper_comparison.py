@@ -383,9 +383,8 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
 
     texts = []
     for target in targets:
-        at = [
-            entry for variant, entry in plain(target).items() if variant != "params"
-        ]  # params: not a MACs target
+        # HJ-Param's target is on parameters, not MACs.
+        at = [entry for variant, entry in plain(target).items() if variant != "params"]
         if not at:
             continue
         best = (max if higher else min)(at, key=lambda entry: entry["value"])
