@@ -143,24 +143,23 @@ def result_row(run: Run, summary: Mapping[str, Any]) -> dict[str, Any]:
     metric = METRICS[run.task][0]
     macs = summary["macs"]
     removed = macs["before"]["total"] - macs["after"]["total"]
+    reduction = {part: _reduction(summary, "macs", part) for part in ("total", "cnn", "transformer")}
+    params_reduction = _reduction(summary, "params", "total")
     if run.target is None:
         target_error = None
     elif run.variant == "sep":  # the target of each part: the worse of the two misses
-        parts = (_reduction(summary, "macs", part) - run.target for part in ("cnn", "transformer"))
-        target_error = max(parts, key=abs)
+        target_error = max((reduction[part] - run.target for part in ("cnn", "transformer")), key=abs)
     else:
-        target_error = (
-            _reduction(summary, "params" if run.variant == "params" else "macs", "total") - run.target
-        )
+        target_error = (params_reduction if run.variant == "params" else reduction["total"]) - run.target
     return {
         **_run_fields(run),
         "value": summary["metrics"]["after"][metric],
         "value_before": summary["metrics"]["before"][metric],
         "ood_value": summary.get("ood_test", {}).get("metrics", {}).get(metric),
-        "macs_reduction": _reduction(summary, "macs", "total"),
-        "cnn_macs_reduction": _reduction(summary, "macs", "cnn"),
-        "transformer_macs_reduction": _reduction(summary, "macs", "transformer"),
-        "params_reduction": _reduction(summary, "params", "total"),
+        "macs_reduction": reduction["total"],
+        "cnn_macs_reduction": reduction["cnn"],
+        "transformer_macs_reduction": reduction["transformer"],
+        "params_reduction": params_reduction,
         "cnn_share_of_removed": (macs["before"]["cnn"] - macs["after"]["cnn"]) / removed
         if removed > 0
         else None,
@@ -355,6 +354,9 @@ def results_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+INSIDE_SPREAD = "the gap is inside the seeds' spread"
+
+
 def _compare(a: Mapping[str, Any], b: Mapping[str, Any], higher: bool) -> str:
     """ "better", "worse" or "level": `a` against `b`, level when the gap between the means is inside the
     larger of the two spreads over seeds (a single seed has no spread, so any gap counts)."""
@@ -367,7 +369,7 @@ def _compare(a: Mapping[str, Any], b: Mapping[str, Any], higher: bool) -> str:
 def _against(verdict: str, name: str, entry: Mapping[str, Any]) -> str:
     """ "better than dense (x)", or "level with dense (x; the gap is inside the seeds' spread)"."""
     if verdict == "level":
-        return f"level with {name} ({mean_percent(entry)}; the gap is inside the seeds' spread)"
+        return f"level with {name} ({mean_percent(entry)}; {INSIDE_SPREAD})"
     return f"{verdict} than {name} ({mean_percent(entry)})"
 
 
@@ -381,13 +383,16 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
     def plain(target: float) -> dict[str, Mapping[str, Any]]:
         return {e["variant"]: e for e in entries if e["target"] == target and not e.get("lever")}
 
+    def best_of(options: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        return (max if higher else min)(options, key=lambda entry: entry["value"])
+
     texts = []
     for target in targets:
         # HJ-Param's target is on parameters, not MACs.
         at = [entry for variant, entry in plain(target).items() if variant != "params"]
         if not at:
             continue
-        best = (max if higher else min)(at, key=lambda entry: entry["value"])
+        best = best_of(at)
         text = (
             f"At the −{target:.0%} MACs target the best {title} is {_label(best)}'s "
             f"({mean_percent(best)}, {best['macs_reduction']:.0%} fewer MACs reached)"
@@ -401,20 +406,21 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
             continue
         joint = by_variant["macs"]
         for other, how in (("transformer", "Transformer-only pruning"), ("sep", "HJ-Sep (separate budgets)")):
-            if other in by_variant:
-                verdict = _compare(joint, by_variant[other], higher)
-                said = {"better": "beats", "worse": "does not beat", "level": "is level with"}[verdict]
-                texts.append(
-                    f"At the −{target:.0%} target, HJ-MAC {said} {how} ({mean_percent(joint)} at "
-                    f"{joint['macs_reduction']:.0%} fewer MACs vs {mean_percent(by_variant[other])} at "
-                    f"{by_variant[other]['macs_reduction']:.0%}"
-                    + ("; the gap is inside the seeds' spread)" if verdict == "level" else ")")
-                    + (
-                        f"; {joint['cnn_share_of_removed']:.0%} of the MACs HJ-MAC removed were the CNN's."
-                        if other == "transformer"
-                        else "."
-                    )
-                )
+            if other not in by_variant:
+                continue
+            rival, verdict = by_variant[other], _compare(joint, by_variant[other], higher)
+            said = {"better": "beats", "worse": "does not beat", "level": "is level with"}[verdict]
+            spread = f"; {INSIDE_SPREAD}" if verdict == "level" else ""
+            cnn = (
+                f"; {joint['cnn_share_of_removed']:.0%} of the MACs HJ-MAC removed were the CNN's"
+                if other == "transformer"
+                else ""
+            )
+            texts.append(
+                f"At the −{target:.0%} target, HJ-MAC {said} {how} ({mean_percent(joint)} at "
+                f"{joint['macs_reduction']:.0%} fewer MACs vs {mean_percent(rival)} at "
+                f"{rival['macs_reduction']:.0%}{spread}){cnn}."
+            )
         if "params" in by_variant:
             param = by_variant["params"]
             texts.append(
@@ -425,7 +431,7 @@ def observations(aggregated: Sequence[Mapping[str, Any]], task: str) -> list[str
     for target in targets:
         options = [e for e in entries if e["target"] == target and e["variant"] == "macs"]
         if len(options) > 1 and dense is not None:
-            best = (max if higher else min)(options, key=lambda entry: entry["value"])
+            best = best_of(options)
             texts.append(
                 f"At −{target:.0%}, the best HJ-MAC lever is {_label(best)} ({mean_percent(best)}), "
                 + _against(_compare(best, dense, higher), "dense", dense)
