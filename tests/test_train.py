@@ -251,6 +251,38 @@ def test_speed_perturbation_plays_each_training_utterance_at_a_drawn_factor():
     assert set(train) <= {17778, 14545} and validation == test == [16000] * 4
 
 
+def test_training_batches_are_shuffled_by_seed_and_epoch_and_grouped_by_length():
+    lengths = np.random.default_rng(1).integers(8_000, 60_000, size=400).tolist()
+    audio = [np.zeros(length, dtype=np.float32) for length in lengths]
+    split = PreparedSplit(audio, list(range(400)), [[3]] * 400, lengths, audio=audio)
+    splits = dict.fromkeys(("train", "validation", "test"), split)
+    collator = SpeechCollator(build_feature_extractor())
+
+    def epoch_order(grouped: bool, epoch: int = 0, seed: int = 0) -> list[int]:
+        recipe = load_recipe(
+            "tiny_asr", [f"group_by_length={str(grouped).lower()}", "batch_size=4", f"seed={seed}"]
+        )
+        sampler = build_dataloaders(recipe, splits, collator)[0].sampler
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    shuffled, grouped = epoch_order(False), epoch_order(True)
+    assert sorted(shuffled) == sorted(grouped) == list(range(400))
+    assert epoch_order(True) == grouped  # a resumed run sees the same order
+    assert epoch_order(True, epoch=1) != grouped and epoch_order(True, seed=1) != grouped
+    # Groups of 50 batches: the shuffled items of each group, longest first.
+    group = 50 * 4
+    for start in range(0, 400, group):
+        assert grouped[start : start + group] == sorted(
+            shuffled[start : start + group], key=lambda i: -lengths[i]
+        )
+
+    def padded(order: list[int]) -> int:  # samples computed, padding included
+        return sum(4 * max(lengths[i] for i in order[start : start + 4]) for start in range(0, 400, 4))
+
+    assert padded(grouped) < 0.8 * padded(shuffled)
+
+
 def test_bad_audio_is_skipped_with_counts_in_the_summary(tmp_path, corpus_dir, cache_dir, caplog):
     write_bad_dataset(tmp_path / "bad", corpus_dir)
     with caplog.at_level(logging.WARNING):
